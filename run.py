@@ -1,0 +1,15 @@
+"""OmniQuality-R: the single entry point. `python run.py stage=<name> <overrides>`."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from omniquality_r.stages import run_stage  # heavy imports only when a stage runs
+
+    run_stage(cfg)
+
+
+if __name__ == "__main__":
+    main()

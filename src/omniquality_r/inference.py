@@ -1,0 +1,156 @@
+"""Encode records as chat inputs, generate responses, and read scores out of them.
+
+One path for every stage that asks the model for a score (eval, scoring, GRPO
+rollouts): `encode_prompts` -> `model.generate` -> `read_scores`.
+
+Read-outs (`read_scores`):
+  greedy       the float parsed from the generated `<answer>` text (the paper's way).
+  expectation  a probability-weighted read of the answer's digits, as Q-Align reads
+               its level tokens: s = E[d0] + E[d1] / 10 + E[d2] / 100, where d0 is the
+               answer's first digit (distribution renormalised over 0-5) and d1, d2
+               the two decimals (over 0-9), each taken from the policy's next-token
+               distribution at that position of the generated sequence (one
+               teacher-forced forward pass). NaN when the answer is not `d.dd`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from .prompts import build_messages, parse_answer
+
+READOUTS = ("greedy", "expectation")
+_DIGITS_RE = re.compile(r"\d\.\d\d")
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """What the model is asked about one image."""
+
+    image: Image.Image
+    task: str
+    prompt: str = ""
+
+
+def encode_prompts(
+    processor, items: Sequence[PromptSpec], instructions: dict[str, str], system_prompt: str
+) -> dict[str, torch.Tensor]:
+    """Chat-template and tokenize a batch, left-padded for generation."""
+    texts = [
+        processor.apply_chat_template(
+            build_messages(it.task, instructions, system_prompt, it.prompt),
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for it in items
+    ]
+    processor.tokenizer.padding_side = "left"
+    return processor(
+        text=texts, images=[it.image for it in items], padding=True, return_tensors="pt"
+    )
+
+
+@torch.no_grad()
+def generate(model, processor, inputs: dict, generation: dict) -> torch.Tensor:
+    """Generate completions (KV cache on); returns the new token ids, right-padded with pad."""
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    tok = processor.tokenizer
+    out = model.generate(
+        **inputs, **generation, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+    )
+    return out[:, inputs["input_ids"].shape[1]:]
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """1 for completion tokens up to and including the first eos, 0 after it."""
+    is_eos = completion_ids == eos_token_id
+    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
+    return (~after_eos).long()
+
+
+def decode(processor, completion_ids: torch.Tensor) -> list[str]:
+    mask = completion_mask(completion_ids, processor.tokenizer.eos_token_id)
+    return [
+        processor.tokenizer.decode(ids[m.bool()], skip_special_tokens=True)
+        for ids, m in zip(completion_ids, mask)
+    ]
+
+
+def _answer_digit_positions(tokenizer, ids: list[int]) -> list[int] | None:
+    """Indices of the three tokens d, d, d of an answer `d.dd` after the last `<answer>`."""
+    pieces = [tokenizer.decode([i]) for i in ids]
+    text, starts = "", []
+    for p in pieces:
+        starts.append(len(text))
+        text += p
+    at = text.rfind("<answer>")
+    if at < 0:
+        return None
+    at += len("<answer>")
+    while at < len(text) and text[at].isspace():
+        at += 1
+    if not _DIGITS_RE.fullmatch(text[at:at + 4]):
+        return None
+    char_pos = [at, at + 2, at + 3]
+    token_of = {s: i for i, s in enumerate(starts)}
+    if not all(c in token_of and len(pieces[token_of[c]]) == 1 for c in char_pos):
+        return None
+    return [token_of[c] for c in char_pos]
+
+
+@torch.no_grad()
+def expectation_scores(
+    model, processor, inputs: dict, completion_ids: torch.Tensor
+) -> list[float]:
+    """The `expectation` read-out (module docstring) from one teacher-forced pass."""
+    tok = processor.tokenizer
+    digit_ids = torch.tensor([tok.convert_tokens_to_ids(str(d)) for d in range(10)])
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    prompt_len = inputs["input_ids"].shape[1]
+    mask = completion_mask(completion_ids, tok.eos_token_id).to(model.device)
+    ids = torch.cat([inputs["input_ids"], completion_ids.to(model.device)], dim=1)
+    attn = torch.cat([inputs["attention_mask"], mask], dim=1)
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    if "mm_token_type_ids" in extra:
+        extra["mm_token_type_ids"] = torch.cat(
+            [extra["mm_token_type_ids"], torch.zeros_like(completion_ids).to(model.device)], dim=1
+        )
+    logits = model(input_ids=ids, attention_mask=attn, **extra).logits
+    probs = logits[:, prompt_len - 1:-1].float().softmax(-1)[..., digit_ids.to(model.device)]
+    scores = []
+    for b in range(ids.shape[0]):
+        n = int(mask[b].sum())
+        pos = _answer_digit_positions(tok, completion_ids[b, :n].tolist())
+        if pos is None:
+            scores.append(math.nan)
+            continue
+        first = probs[b, pos[0], :6] / probs[b, pos[0], :6].sum()
+        tenths, hundredths = (probs[b, p] / probs[b, p].sum() for p in pos[1:])
+        weights = torch.arange(10, device=probs.device, dtype=probs.dtype)
+        value = (first * weights[:6]).sum() + (tenths * weights).sum() / 10 + (
+            hundredths * weights).sum() / 100
+        scores.append(float(value))
+    return scores
+
+
+def read_scores(
+    responses: Sequence[str],
+    readout: str,
+    *,
+    model=None,
+    processor=None,
+    inputs: dict | None = None,
+    completion_ids: torch.Tensor | None = None,
+) -> list[float]:
+    """Scores for generated responses by `readout` (see module docstring); NaN if none."""
+    if readout == "greedy":
+        return [math.nan if (s := parse_answer(r)) is None else s for r in responses]
+    if readout == "expectation":
+        return expectation_scores(model, processor, inputs, completion_ids)
+    raise ValueError(f"unknown read-out {readout!r}; expected one of {READOUTS}")

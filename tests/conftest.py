@@ -1,0 +1,28 @@
+"""Shared fixtures: the tiny model spec from conf/model/tiny.yaml, built once per session."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_spec() -> dict:
+    return OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/tiny.yaml").spec)
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory, tiny_spec) -> Path:
+    from omniquality_r.models.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("models"), tiny_spec)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_path):
+    from omniquality_r.models.loading import load_model
+
+    model, processor = load_model(str(tiny_path))
+    return model.eval(), processor

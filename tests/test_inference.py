@@ -1,0 +1,81 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from omniquality_r.inference import (
+    PromptSpec,
+    _answer_digit_positions,
+    completion_mask,
+    decode,
+    encode_prompts,
+    generate,
+    read_scores,
+)
+
+INSTRUCTIONS = {"technical": "Rate it.", "alignment": 'Match "{prompt}"?'}
+
+
+def _items():
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8))
+    return [PromptSpec(image, "technical"), PromptSpec(image, "alignment", "a red circle")]
+
+
+def test_completion_mask_stops_after_first_eos():
+    ids = torch.tensor([[5, 6, 9, 0, 0], [5, 9, 7, 9, 0], [1, 2, 3, 4, 5]])
+    assert completion_mask(ids, eos_token_id=9).tolist() == [
+        [1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]  # fmt: skip
+
+
+def test_answer_digit_positions(tiny_model):
+    _, processor = tiny_model
+    tok = processor.tokenizer
+    ids = tok("<think>ok 2.00</think><answer> 3.47</answer>").input_ids
+    pos = _answer_digit_positions(tok, ids)
+    assert [tok.decode([ids[p]]) for p in pos] == ["3", "4", "7"]
+    assert _answer_digit_positions(tok, tok("<answer>3.4</answer>").input_ids) is None
+    assert _answer_digit_positions(tok, tok("<think>3.47</think>").input_ids) is None
+
+
+def test_generate_and_greedy_readout_are_batched_and_deterministic(tiny_model):
+    model, processor = tiny_model
+    inputs = encode_prompts(processor, _items(), INSTRUCTIONS, "SYS")
+    assert inputs["input_ids"].shape[0] == 2
+    gen = {"max_new_tokens": 8, "do_sample": False}
+    a = generate(model, processor, inputs, gen)
+    b = generate(model, processor, inputs, gen)
+    assert torch.equal(a, b) and a.shape == (2, 8)
+    scores = read_scores(["<answer>2.5</answer>", "junk"], "greedy")
+    assert scores[0] == 2.5 and math.isnan(scores[1])
+    assert len(decode(processor, a)) == 2
+
+
+def test_expectation_readout_weights_digit_probabilities(tiny_model):
+    model, processor = tiny_model
+    tok = processor.tokenizer
+    inputs = encode_prompts(processor, _items(), INSTRUCTIONS, "SYS")
+    texts = ["<think>x</think><answer>3.33</answer>", "<think>x</think><answer>oops</answer>"]
+    rows = [[*tok(t).input_ids, tok.eos_token_id] for t in texts]
+    width = max(map(len, rows))
+    completion = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    three = tok.convert_tokens_to_ids("3")
+    head = model.lm_head.weight
+    saved = head[three].clone()
+    try:
+        with torch.no_grad():  # make "3" overwhelmingly likely at every position
+            head[three] = head[three] * 0 + 100 * head.mean(0).sign()
+        scores = read_scores([], "expectation", model=model, processor=processor,
+                             inputs=inputs, completion_ids=completion)  # fmt: skip
+    finally:
+        with torch.no_grad():
+            head[three] = saved
+    assert scores[0] == pytest.approx(3.33, abs=1e-3)
+    assert math.isnan(scores[1])
+
+
+def test_unknown_readout_is_rejected():
+    with pytest.raises(ValueError, match="unknown read-out 'mode'"):
+        read_scores(["x"], "mode")

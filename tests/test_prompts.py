@@ -1,0 +1,47 @@
+import pytest
+
+from omniquality_r.prompts import build_messages, format_ok, instruction_for, parse_answer
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("<think>sharp, no noise</think><answer>4.25</answer>", True),
+        ("  <think>a\nb</think>\n<answer> 3.00 </answer>\n", True),
+        ("<think>x</think>", False),
+        ("<answer>3.00</answer>", False),
+        ("<answer>3.00</answer><think>x</think>", False),
+        ("<think>x</think><answer>1</answer><answer>2</answer>", False),
+        ("<think>x<think>y</think><answer>2</answer>", False),
+        ("preamble <think>x</think><answer>2</answer>", False),
+    ],
+)
+def test_format_ok(text, ok):
+    assert format_ok(text) is ok
+
+
+@pytest.mark.parametrize(
+    ("text", "score"),
+    [
+        ("<think>x</think><answer>4.25</answer>", 4.25),
+        ("<answer> 3 </answer>", 3.0),
+        ("<answer>.5</answer>", 0.5),
+        ("<answer>1.00</answer> and <answer>2.50</answer>", 2.5),
+        ("<answer>about 3</answer>", None),
+        ("<answer></answer>", None),
+        ("no tags 3.5", None),
+        ("<answer>3.5", None),
+    ],
+)
+def test_parse_answer(text, score):
+    assert parse_answer(text) == score
+
+
+def test_instruction_substitutes_the_alignment_prompt():
+    inst = {"alignment": 'Does it match "{prompt}"?', "technical": "Rate it."}
+    assert instruction_for("alignment", inst, "a red circle") == 'Does it match "a red circle"?'
+    with pytest.raises(KeyError, match="aesthetic"):
+        instruction_for("aesthetic", inst)
+    msgs = build_messages("technical", inst, "SYS")
+    assert msgs[0]["content"][0]["text"] == "SYS"
+    assert [c["type"] for c in msgs[1]["content"]] == ["image", "text"]
