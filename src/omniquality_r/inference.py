@@ -64,7 +64,7 @@ def generate(model, processor, inputs: dict, generation: dict) -> torch.Tensor:
     out = model.generate(
         **inputs, **generation, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
     )
-    return out[:, inputs["input_ids"].shape[1]:]
+    return out[:, inputs["input_ids"].shape[1] :]
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
@@ -95,7 +95,7 @@ def _answer_digit_positions(tokenizer, ids: list[int]) -> list[int] | None:
     at += len("<answer>")
     while at < len(text) and text[at].isspace():
         at += 1
-    if not _DIGITS_RE.fullmatch(text[at:at + 4]):
+    if not _DIGITS_RE.fullmatch(text[at : at + 4]):
         return None
     char_pos = [at, at + 2, at + 3]
     token_of = {s: i for i, s in enumerate(starts)}
@@ -105,9 +105,7 @@ def _answer_digit_positions(tokenizer, ids: list[int]) -> list[int] | None:
 
 
 @torch.no_grad()
-def expectation_scores(
-    model, processor, inputs: dict, completion_ids: torch.Tensor
-) -> list[float]:
+def expectation_scores(model, processor, inputs: dict, completion_ids: torch.Tensor) -> list[float]:
     """The `expectation` read-out (module docstring) from one teacher-forced pass."""
     tok = processor.tokenizer
     digit_ids = torch.tensor([tok.convert_tokens_to_ids(str(d)) for d in range(10)])
@@ -122,7 +120,7 @@ def expectation_scores(
             [extra["mm_token_type_ids"], torch.zeros_like(completion_ids).to(model.device)], dim=1
         )
     logits = model(input_ids=ids, attention_mask=attn, **extra).logits
-    probs = logits[:, prompt_len - 1:-1].float().softmax(-1)[..., digit_ids.to(model.device)]
+    probs = logits[:, prompt_len - 1 : -1].float().softmax(-1)[..., digit_ids.to(model.device)]
     scores = []
     for b in range(ids.shape[0]):
         n = int(mask[b].sum())
@@ -133,8 +131,11 @@ def expectation_scores(
         first = probs[b, pos[0], :6] / probs[b, pos[0], :6].sum()
         tenths, hundredths = (probs[b, p] / probs[b, p].sum() for p in pos[1:])
         weights = torch.arange(10, device=probs.device, dtype=probs.dtype)
-        value = (first * weights[:6]).sum() + (tenths * weights).sum() / 10 + (
-            hundredths * weights).sum() / 100
+        value = (
+            (first * weights[:6]).sum()
+            + (tenths * weights).sum() / 10
+            + (hundredths * weights).sum() / 100
+        )
         scores.append(float(value))
     return scores
 

@@ -148,13 +148,14 @@ def fidelity_reward(
 
     Opponents j are the images with at least one parsed score (and, when `within_dataset`,
     the same dataset: MOS scales of different datasets are not comparable). r_acc = 0 for an
-    unparsable completion or one with no opponent. r_format = format_weight or 0.
+    unparsable completion or one with no opponent. r_format = format_weight or 0. The formula
+    follows the paper (Sec. 3); their code was not available to check, so the unbiased variance,
+    eps = 1e-6, the handling of unparsable answers and `within_dataset` are our choices.
     """
     fmt, pred = _read(completions, mos, format_weight)
-    _, img = torch.unique(group_ids.to(mos.device), return_inverse=True)  # [N] image index
-    n_img = int(img.max()) + 1 if img.numel() else 0
+    images, img = torch.unique(group_ids.to(mos.device), return_inverse=True)  # img: [N] -> image
     ok = ~pred.isnan()
-    zero = torch.zeros(n_img, dtype=mos.dtype, device=mos.device)
+    zero = torch.zeros(images.numel(), dtype=mos.dtype, device=mos.device)
     count = zero.index_add(0, img, ok.to(mos.dtype))
     mean = zero.index_add(0, img, pred.nan_to_num(0.0)) / count  # NaN for images with no parse
     sq_dev = torch.where(ok, pred - mean[img], 0.0) ** 2
@@ -165,15 +166,14 @@ def fidelity_reward(
     img_ds = torch.zeros_like(zero, dtype=ds.dtype).scatter(0, img, ds)
 
     z = (pred[:, None] - mean[None, :]) / torch.sqrt(var[img][:, None] + var[None, :] + eps)
-    p = 0.5 * (1 + torch.erf(z / math.sqrt(2)))  # [N, n_img]
+    p = 0.5 * (1 + torch.erf(z / math.sqrt(2)))  # [N, images]
     gt = (mos[:, None] > img_mos[None, :]).to(mos.dtype) + 0.5 * (mos[:, None] == img_mos[None, :])
     fid = torch.sqrt(gt * p) + torch.sqrt((1 - gt) * (1 - p))
-    opponent = (img[:, None] != torch.arange(n_img, device=mos.device)[None, :]) & (count > 0)
+    other = img[:, None] != torch.arange(images.numel(), device=mos.device)[None, :]
+    opponent = other & (count > 0)[None, :] & ok[:, None]
     if within_dataset:
         opponent &= ds[:, None] == img_ds[None, :]
-    opponent &= ok[:, None]
-    n_opp = opponent.sum(1)
-    acc = torch.where(opponent, fid, 0.0).sum(1) / n_opp.clamp(min=1)
+    acc = torch.where(opponent, fid, 0.0).sum(1) / opponent.sum(1).clamp(min=1)
     return RewardParts(fmt, acc)
 
 

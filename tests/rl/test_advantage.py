@@ -51,7 +51,8 @@ def test_group_advantages_match_trl(std):
 
 
 def test_kl_penalized_advantages_hand_values():
-    logp = torch.tensor([[0.1, -0.2, 0.3, 9.0]])  # ref_logp = 0, so k1 = logp; last token is padding
+    # ref_logp = 0, so k1 = logp; the last token is padding
+    logp = torch.tensor([[0.1, -0.2, 0.3, 9.0]])
     mask = torch.tensor([[1, 1, 1, 0]])
     out = kl_penalized_advantages(torch.tensor([2.0]), logp, torch.zeros(1, 4), mask, beta=0.5)
     # KL still to come: t0 0.1-0.2+0.3 = 0.2, t1 0.1, t2 0.3, pad 0

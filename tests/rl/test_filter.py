@@ -9,7 +9,7 @@ from omniquality_r.rl.filter import std_filter
     [
         # unbiased stds: 0, 2.89e-4, 0.57735 -> only the last exceeds 0.001
         ([[1.0, 1.0, 1.0], [0.5, 0.5, 0.5005], [0.0, 1.0, 0.0]], 0.001, [False, False, True]),
-        # std of [0, 1, 2] is exactly 1: "<= min_std" drops it; [-1, 1, 0] has std 1 too
+        # std of [0, 1, 2] is exactly 1: "<= min_std" drops it; [-2, 2, 0] has std 2: kept
         ([[0.0, 1.0, 2.0], [-2.0, 2.0, 0.0]], 1.0, [False, True]),
         # unbiased std of [0, 1] is 0.7071 (the population std would be 0.5)
         ([[0.0, 1.0]], 0.6, [True]),

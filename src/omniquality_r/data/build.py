@@ -47,6 +47,4 @@ def build_splits(
     if not records:
         raise DataError(f"no records for tasks {list(tasks)} in sources {list(sources)}")
     records = assign_splits(records, seed=seed, val=val, test=test)
-    return datasets.DatasetDict(
-        {s: to_dataset(r for r in records if r.split == s) for s in SPLITS}
-    )
+    return datasets.DatasetDict({s: to_dataset(r for r in records if r.split == s) for s in SPLITS})

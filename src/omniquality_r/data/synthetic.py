@@ -27,9 +27,12 @@ aesthetic
     factors, each with levels worst -> best (AESTHETIC_LEVELS) and score
     index / (n_levels - 1) in [0, 1]:
 
-        placement   subject centre cut off at an edge | image centre | a thirds power point
-        harmony     clashing (hues 60-110 deg apart, loud background) | harmonious
-                    (analogous: hues within 36 deg; or complementary: 180 +- 11 deg)
+        placement   subject cut off at an edge (centre 0.3 r outside to 0.4 r inside the
+                    border) | at the image centre | at a rule-of-thirds power point
+        harmony     clashing (subject hue 60-108 deg from the background's, background
+                    saturation 0.8-1, distractors in random hues) | harmonious (background
+                    saturation 0.15-0.45; PALETTES analogous: all hues within 36 deg, or
+                    complementary: subject at 180 +- 11 deg, distractors near either hue)
         clutter     6 .. 0 distractor shapes
         exposure    |stops| 2, 1, 0 (random sign; = technical under/overexposure level 2|stops| - 1)
         background  texture level 3 .. 0 (multiplicative fractal noise of amplitude 0.15 * level)
@@ -45,10 +48,12 @@ alignment
     colour, count, position). With latent q ~ U(0, 1), a group is missing from
     the image with probability (1 - q) / 4 (all four elements fail), otherwise
     each element is satisfied with probability q; an unsatisfied element is
-    rendered with a different value (another shape, colour or count, or a
-    position no prompt group uses). Objects have flat COLOUR_RGB colours on a
-    dark neutral background; a group's objects sit inside its region (left or
-    right third of the width; top, centre or bottom cell of the middle column).
+    rendered with another value drawn uniformly (another shape, colour or count;
+    a region that no correctly placed group holds, preferably one the prompt
+    does not name). Objects are drawn in the exact COLOUR_RGB colours, radius
+    0.06 * size, on a dark neutral textured background, at POSITION_SLOTS of
+    their region (left/right third of the width; top, centre or bottom cell of
+    the middle column).
 
     MOS = 5 * satisfied elements / (4 * groups).
 
@@ -127,6 +132,7 @@ COLOURS = tuple(COLOUR_RGB)
 POSITIONS = ("left", "right", "top", "bottom", "centre")
 ELEMENTS = ("shape", "colour", "count", "position")
 MAX_COUNT = 3
+OBJECT_RADIUS = 0.06  # alignment objects, fraction of the image size
 # Object centres (x, y as fractions of the size) per region; a group of n uses n of them.
 POSITION_SLOTS = {
     "left": ((1 / 6, 0.2), (1 / 6, 0.5), (1 / 6, 0.8)),
@@ -158,6 +164,8 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 @dataclass(frozen=True)
 class Sample:
+    """An image, its ground-truth MOS, its prompt ("" unless alignment) and its latent labels."""
+
     image: Image.Image
     mos: float
     prompt: str
@@ -289,7 +297,7 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict]
                 fill=_rgb255(roof),
             )
     factors = {
-        "horizon": round(horizon, 4), "hills": n_hills, "objects": len(kinds), "sun": sun,
+        "horizon": round(horizon, 4), "hills": n_hills, "objects": kinds, "sun": sun,
         "clouds": round(cover, 4), "sky_hue": round(sky_hue, 4), "ground_hue": round(ground_hue, 4),
     }  # fmt: skip
     return _to_array(pil), factors
@@ -340,6 +348,9 @@ def apply_distortions(
     image: np.ndarray, levels: dict[str, int], rng: np.random.Generator
 ) -> Image.Image:
     """Apply each distortion at its level (0 = skip) in DISTORTIONS order, clipping to [0, 1]."""
+    bad = {d: v for d, v in levels.items() if d not in DISTORTIONS or not 0 <= v <= MAX_LEVEL}
+    if bad:
+        raise ValueError(f"bad distortion levels {bad}; expected {DISTORTIONS} at 0..{MAX_LEVEL}")
     x = image.astype(np.float32)
     for d in DISTORTIONS:
         level = levels.get(d, 0)
@@ -433,7 +444,8 @@ def sample_aesthetic(rng: np.random.Generator, size: int = REFERENCE_SIZE) -> Sa
 
     stops = level["exposure"] * int(rng.choice((-1, 1)))
     direction = "overexposure" if stops > 0 else "underexposure"
-    image = apply_distortions(_to_array(pil), {direction: 2 * abs(stops) - 1}, rng)
+    exposure = {direction: 2 * abs(stops) - 1} if stops else {}
+    image = apply_distortions(_to_array(pil), exposure, rng)
     factors = {
         **level, "exposure": stops, "palette": palette, "subject_shape": shape,
         "subject_xy": [round(float(cx), 4), round(float(cy), 4)], "subject_radius": round(r, 4),
@@ -493,10 +505,11 @@ def sample_alignment(rng: np.random.Generator, size: int = REFERENCE_SIZE) -> Sa
             shown["position"] = _pick(rng, pool)
             taken.add(shown["position"])
         slots = POSITION_SLOTS[shown["position"]]
-        r = 0.065 * size
         for s in rng.choice(len(slots), shown["count"], replace=False):
-            x, y = (np.array(slots[s]) + rng.uniform(-0.015, 0.015, 2)) * size
-            _draw_shape(draw, shown["shape"], x, y, r, COLOUR_RGB[shown["colour"]])
+            x, y = (np.array(slots[s]) + rng.uniform(-0.01, 0.01, 2)) * size
+            _draw_shape(
+                draw, shown["shape"], x, y, OBJECT_RADIUS * size, COLOUR_RGB[shown["colour"]]
+            )
         objects.append({"prompt": g, "rendered": shown, "satisfied": ok})
     n_sat = sum(sum(o["satisfied"].values()) for o in objects)
     n_elements = len(ELEMENTS) * n_groups
@@ -560,6 +573,8 @@ def generate_synthetic(
     Reuses root when its meta.json matches these parameters; otherwise generates
     into a temporary sibling folder and renames it to root when complete.
     """
+    if n_per_task < 1:
+        raise DataError(f"n_per_task must be at least 1, got {n_per_task}")
     unknown = [t for t in tasks if t not in SAMPLERS]
     if unknown:
         raise DataError(f"unknown synthetic task(s) {unknown}; expected some of {TASKS}")

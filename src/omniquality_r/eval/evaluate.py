@@ -45,7 +45,7 @@ def predict(
     model.eval()
     for start in tqdm(range(0, len(records), batch_size), desc=desc, unit="batch"):
         batch, items = [], []
-        for rec in records[start:start + batch_size]:
+        for rec in records[start : start + batch_size]:
             try:
                 items.append(PromptSpec(load_image(rec.image), rec.task, rec.prompt))
                 batch.append(rec)

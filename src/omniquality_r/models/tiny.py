@@ -127,14 +127,20 @@ def tiny_config(tokenizer, *, text: dict, vision: dict) -> Qwen2_5_VLConfig:
             **text,
             "vocab_size": len(tokenizer),
             "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
-                                "mrope_section": mrope},
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": mrope,
+            },
             "bos_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        vision_config={**vision, "out_hidden_size": text["hidden_size"],
-                       "fullatt_block_indexes": list(range(vision["depth"]))},
+        vision_config={
+            **vision,
+            "out_hidden_size": text["hidden_size"],
+            "fullatt_block_indexes": list(range(vision["depth"])),
+        },
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -156,8 +162,12 @@ def build_tiny(cache_dir: str | Path, spec: dict) -> Path:
     target = Path(cache_dir) / f"tiny-{spec_hash(spec)}"
     if (target / "spec.json").is_file():
         return target
-    processor = build_processor(spec["vocab_size"], spec["image_size"],
-                                spec["vision"]["patch_size"], spec["vision"]["spatial_merge_size"])
+    processor = build_processor(
+        spec["vocab_size"],
+        spec["image_size"],
+        spec["vision"]["patch_size"],
+        spec["vision"]["spatial_merge_size"],
+    )
     config = tiny_config(processor.tokenizer, text=spec["text"], vision=spec["vision"])
     torch.manual_seed(spec["seed"])
     model = Qwen2_5_VLForConditionalGeneration(config)
