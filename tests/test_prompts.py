@@ -1,6 +1,13 @@
 import pytest
 
-from omniquality_r.prompts import build_messages, format_ok, instruction_for, parse_answer
+from omniquality_r.prompts import (
+    build_messages,
+    compose_response,
+    format_ok,
+    instruction_for,
+    parse_answer,
+    parse_trajectory,
+)
 
 
 @pytest.mark.parametrize(
@@ -45,3 +52,15 @@ def test_instruction_substitutes_the_alignment_prompt():
     msgs = build_messages("technical", inst, "SYS")
     assert msgs[0]["content"][0]["text"] == "SYS"
     assert [c["type"] for c in msgs[1]["content"]] == ["image", "text"]
+
+
+def test_trajectory_round_trip_and_plan_switch():
+    text = "<plan>check blur</plan><think>edges are soft</think><answer>2.40</answer>"
+    assert parse_trajectory(text) == ("check blur", "edges are soft", 2.4)
+    assert parse_trajectory("<think>r</think><answer>1.00</answer>") == ("", "r", 1.0)
+    assert parse_trajectory("<plan>p</plan><think>r</think><answer>high</answer>") is None
+    assert parse_trajectory("<plan>p</plan><answer>1</answer>") is None
+    kept = compose_response("edges are soft", 2.4, plan="check blur")
+    assert kept == "<think>check blur\nedges are soft</think><answer>2.40</answer>"
+    dropped = compose_response("edges are soft", 2.4)
+    assert format_ok(kept) and format_ok(dropped) and parse_answer(dropped) == 2.4

@@ -51,3 +51,24 @@ def build_messages(
             ],
         },
     ]
+
+
+_TAG_RE = {tag: re.compile(rf"<{tag}>(.*?)</{tag}>", re.DOTALL) for tag in ("plan", "think")}
+
+
+def parse_trajectory(text: str) -> tuple[str, str, float] | None:
+    """(plan, reasoning, score) of a teacher trajectory `[<plan>p</plan>]<think>r</think>
+    <answer>s</answer>`; None when the think/answer format is invalid or the score does not parse.
+    The plan may be absent ("")."""
+    plan = _TAG_RE["plan"].search(text)
+    rest = text[plan.end():] if plan else text
+    if not format_ok(rest) or (score := parse_answer(rest)) is None:
+        return None
+    return (plan.group(1).strip() if plan else "", _TAG_RE["think"].search(rest).group(1).strip(),
+            score)  # fmt: skip
+
+
+def compose_response(reasoning: str, score: float, plan: str = "") -> str:
+    """The assistant's target text: `<think>[plan\\n]reasoning</think><answer>s.ss</answer>`."""
+    think = f"{plan}\n{reasoning}" if plan else reasoning
+    return f"<think>{think}</think><answer>{score:.2f}</answer>"

@@ -7,6 +7,7 @@ such folders too (model + processor; LoRA runs also save the merged model).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -84,3 +85,17 @@ def count_parameters(model) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable}
+
+
+def save_checkpoint(model, processor, path: str | Path) -> Path:
+    """Write the one checkpoint format every stage reads: a Hugging Face folder with the model
+    and its processor. A LoRA model also keeps its adapter under `adapter/`; the folder itself
+    holds the merged model, so `load_model(path)` works either way."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, PeftModel):
+        model.save_pretrained(path / "adapter")
+        model = copy.deepcopy(model).merge_and_unload()  # the live model keeps its adapter
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
