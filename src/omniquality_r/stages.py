@@ -3,20 +3,50 @@ below this module every function takes plain arguments."""
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 import logging
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning import seed_everything
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 from transformers.utils import logging as hf_logging
 
+from .best_of_n import active_tasks, collect_candidates, select, selection_summary, write_selection
+from .cot.stage import make_teacher, write_cot
 from .data.build import build_splits
+from .data.collate import collate_sft
 from .data.records import Record, from_row
 from .eval.evaluate import flat_metrics, predict, print_tables, write_report
-from .models.loading import load_model, resolve_model_path
+from .models.loading import (
+    apply_lora,
+    count_parameters,
+    load_model,
+    resolve_model_path,
+    save_checkpoint,
+    set_vision_trainable,
+)
+from .models.perception import REPORT as PERCEPTION_REPORT
+from .models.perception import format_perception_report
+from .modules.grpo import GRPOModule, GRPOSettings
+from .modules.sft import SFTModule, accumulation_steps, read_cot, train_sft
+from .rewards import REWARDS
+from .scoring import (
+    QualityScorer,
+    collect_images,
+    flatten,
+    format_summary,
+    score_summary,
+    write_scores_csv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +83,43 @@ def configured_model(cfg: DictConfig, path: str | None = None):
     """The configured model (or the checkpoint at `path`) and its processor."""
     m = cfg.model
     spec = OmegaConf.to_container(m.spec, resolve=True) if m.spec else None
-    resolved = resolve_model_path(m.name, path or m.path,
-                                  str(Path(cfg.paths.cache) / "models"), spec)  # fmt: skip
+    resolved = resolve_model_path(m.name, path or cfg.init_from or m.path,
+                                  str(Path(cfg.paths.cache) / "models"), spec,
+                                  perception_settings(cfg))  # fmt: skip
     model, processor = load_model(
         resolved, dtype=m.dtype, attn_implementation=m.attn_implementation,
         gradient_checkpointing=m.gradient_checkpointing, min_pixels=m.min_pixels,
         max_pixels=m.max_pixels,
     )  # fmt: skip
     return model.to(device_of(cfg.trainer)), processor
+
+
+def trainable(cfg: DictConfig, model):
+    """Apply the training-time model choices: frozen vision tower, LoRA adapter."""
+    set_vision_trainable(model, not cfg.model.freeze_vision)
+    if cfg.lora.enabled:
+        model = apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                           target_modules=cfg.lora.target_modules)  # fmt: skip
+    log.info("parameters: %s", count_parameters(model))
+    return model
+
+
+def lightning_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
+    """A Lightning Trainer from the `trainer` group, the `logger` group and stage kwargs."""
+    t = cfg.trainer
+    return L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        precision=t.precision, num_nodes=t.num_nodes, logger=instantiate(cfg.logger),
+        default_root_dir=str(output_dir(cfg)), enable_checkpointing=False, **kwargs,
+    )  # fmt: skip
+
+
+def finish_logging(trainer: L.Trainer) -> None:
+    """Close wandb's run so the next job of a multirun logs into its own."""
+    if type(trainer.logger).__name__ == "WandbLogger":
+        import wandb
+
+        wandb.finish()
 
 
 def first_per_task(records: list[Record], limit: int | None) -> list[Record]:
@@ -109,8 +168,212 @@ def eval_stage(cfg: DictConfig) -> dict:
     return metrics
 
 
+def grpo_settings(cfg: DictConfig, total_steps: int) -> GRPOSettings:
+    a = cfg.algo
+    return GRPOSettings(
+        group_size=a.group_size, micro_batch_prompts=a.micro_batch_prompts,
+        num_iterations=a.num_iterations, lr=a.lr, betas=tuple(a.betas),
+        weight_decay=a.weight_decay, warmup_ratio=a.warmup_ratio, min_lr_ratio=a.min_lr_ratio,
+        grad_clip=a.grad_clip, eps_low=a.eps_low, eps_high=a.eps_high, ratio_max=a.ratio_max,
+        aggregation=a.aggregation, advantage_std=a.advantage_std, kl_type=a.kl.type,
+        kl_beta=a.kl.beta, filter_enabled=a.filter.enabled, filter_min_std=a.filter.min_std,
+        filter_refill=a.filter.refill, filter_max_tries=a.filter.max_tries,
+        gate_enabled=a.gate.enabled, gate_rho=a.gate.rho, gate_mode=a.gate.mode,
+        generation=OmegaConf.to_container(a.generation, resolve=True),
+        val_generation=OmegaConf.to_container(cfg.decoding, resolve=True),
+        total_steps=total_steps, sample_log_every=cfg.stage.sample_log_every,
+    )  # fmt: skip
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def grpo_stage(cfg: DictConfig) -> dict:
+    """GRPO from `init_from` (or the configured model); saves a checkpoint to <run>/grpo."""
+    out = output_dir(cfg)
+    splits = data_splits(cfg)
+    train = [from_row(r) for r in splits["train"]]
+    val = first_per_task([from_row(r) for r in splits["val"]], cfg.stage.val_per_task)
+    policy, processor = configured_model(cfg)
+    policy = trainable(cfg, policy)
+    ref = None
+    if cfg.algo.kl.type != "none" and cfg.algo.kl.beta > 0 and not cfg.lora.enabled:
+        ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    reward = REWARDS[cfg.reward.name]
+    params = OmegaConf.to_container(cfg.reward.params, resolve=True)
+    prompts = cfg.algo.prompts_per_step
+    steps_per_episode = math.ceil(len(train) / prompts)
+    total = steps_per_episode * cfg.stage.episodes
+    if cfg.stage.max_steps > 0:
+        total = min(total, cfg.stage.max_steps)
+    samples = out / "grpo_samples.jsonl"
+
+    def sink(rows: list[dict]) -> None:
+        with samples.open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+    module = GRPOModule(
+        policy, processor, reward_fn=functools.partial(reward, **params),
+        instructions=instructions_of(cfg), system_prompt=cfg.system_prompt,
+        settings=grpo_settings(cfg, total), ref_model=ref, refill_records=train,
+        samples_sink=sink,
+    )  # fmt: skip
+    loader = DataLoader(train, batch_size=prompts, shuffle=True, collate_fn=_as_list,
+                        drop_last=len(train) >= prompts,
+                        generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
+    val_loader = DataLoader(val, batch_size=16, collate_fn=_as_list)
+    trainer = lightning_trainer(
+        cfg, max_epochs=cfg.stage.episodes, max_steps=total,
+        val_check_interval=min(cfg.stage.val_check_interval, steps_per_episode),
+        check_val_every_n_epoch=None if cfg.stage.val_check_interval else 1,
+        num_sanity_val_steps=0, log_every_n_steps=1,
+    )  # fmt: skip
+    start = time.time()
+    trainer.fit(module, loader, val_loader)
+    wall = time.time() - start
+    save_checkpoint(module.model, processor, out / "grpo")
+    summary = {
+        "steps": trainer.global_step, "wall_s": wall, "skipped_images": module.skipped_images,
+        **{k: float(v) for k, v in trainer.callback_metrics.items()},
+    }
+    (out / "grpo" / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    finish_logging(trainer)
+    log.info("GRPO: %d steps in %.0f s; checkpoint %s", trainer.global_step, wall, out / "grpo")
+    return summary
+
+
+def sft_stage(cfg: DictConfig) -> dict:
+    """SFT on the CoT rows of `stage.cot_path` (train; val for loss and SRCC/PLCC);
+    saves a checkpoint and train_summary.json to <run>/sft."""
+    s = cfg.stage
+    rows = read_cot(s.cot_path)
+    train = [r for r in rows if r["split"] == "train"]
+    val = [r for r in rows if r["split"] == "val"]
+    model, processor = configured_model(cfg)
+    collate = functools.partial(collate_sft, processor, instructions=instructions_of(cfg),
+                                system_prompt=cfg.system_prompt, keep_plan=s.keep_plan,
+                                max_length=s.max_length)  # fmt: skip
+    loader = DataLoader(train, batch_size=s.micro_batch, shuffle=True, collate_fn=collate,
+                        num_workers=s.num_workers,
+                        generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
+    val_loader = DataLoader(val, batch_size=s.micro_batch, collate_fn=collate,
+                            num_workers=s.num_workers) if val else None  # fmt: skip
+    module = SFTModule(
+        trainable(cfg, model), processor, lr=s.lr, betas=s.betas, weight_decay=s.weight_decay,
+        warmup_ratio=s.warmup_ratio, min_lr_ratio=s.min_lr_ratio,
+        val_records=first_per_task([from_row(r) for r in val], s.val.max_per_task),
+        instructions=instructions_of(cfg), system_prompt=cfg.system_prompt,
+        generation=OmegaConf.to_container(cfg.decoding, resolve=True),
+        readouts=list(s.val.readouts), val_batch_size=s.val.batch_size,
+    )  # fmt: skip
+    trainer = lightning_trainer(cfg, max_epochs=s.epochs, max_steps=s.max_steps,
+                                gradient_clip_val=s.grad_clip, num_sanity_val_steps=0,
+                                log_every_n_steps=s.log_every_n_steps)  # fmt: skip
+    # Accumulation needs the world size, which only the Trainer resolves (devices "auto",
+    # nodes); both attributes are read when `fit` starts.
+    trainer.accumulate_grad_batches = accumulation_steps(s.global_batch, s.micro_batch,
+                                                         trainer.world_size)  # fmt: skip
+    if s.val.every_n_steps:
+        trainer.val_check_interval = s.val.every_n_steps * trainer.accumulate_grad_batches
+        trainer.check_val_every_n_epoch = None
+    trainer.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    summary = train_sft(module, trainer, loader, val_loader, output_dir(cfg) / "sft")
+    finish_logging(trainer)
+    final = {k: v for k, v in summary["final"].items() if k == "val/loss" or k.endswith("all/srcc")}
+    log.info("SFT: %d steps, %.1f samples/s; final %s", summary["steps"],
+             summary["samples_per_s"], final)  # fmt: skip
+    return summary
+
+
+def scorer_of(cfg: DictConfig) -> QualityScorer:
+    """A scorer over `stage.checkpoint` (or the configured model), prompts and decoding."""
+    model, processor = configured_model(cfg, cfg.stage.checkpoint)
+    return QualityScorer(model, processor, instructions=instructions_of(cfg),
+                         system_prompt=cfg.system_prompt,
+                         generation=OmegaConf.to_container(cfg.decoding, resolve=True),
+                         readout=cfg.stage.readout)  # fmt: skip
+
+
+def score_stage(cfg: DictConfig) -> dict:
+    """Score `stage.images` for `stage.tasks`: scores.csv and a per-task summary."""
+    s = cfg.stage
+    images, prompts = collect_images(s.images, prompt=s.prompt or "")
+    results = flatten(scorer_of(cfg).score(
+        images, task=list(s.tasks or cfg.task), prompts=prompts, samples=s.samples,
+        batch_size=s.batch_size, progress=True,
+    ))  # fmt: skip
+    path = write_scores_csv(results, output_dir(cfg) / "scores.csv")
+    summary = score_summary(results)
+    print(format_summary(summary))
+    log.info("%d scores written to %s", len(results), path)
+    return summary
+
+
+def select_stage(cfg: DictConfig) -> dict:
+    """Best-of-N over `stage.candidates`: ranking.csv and the winners in <run>/best/."""
+    s = cfg.stage
+    candidates = collect_candidates(s.candidates)
+    weights = OmegaConf.to_container(s.weights, resolve=True)
+    active_tasks(weights)  # bad weights fail before the model loads
+    rows = select(scorer_of(cfg), candidates, weights, samples=s.samples,
+                  batch_size=s.batch_size, progress=True)  # fmt: skip
+    path = write_selection(rows, output_dir(cfg), link=s.link)
+    summary = selection_summary(rows)
+    print(f"select: {summary['winners']}/{summary['groups']} groups have a winner; mean "
+          f"combined score {summary['mean_winners']:.3f} (winners) vs {summary['mean_all']:.3f} "
+          f"(all); {summary['errors']} candidates with errors")  # fmt: skip
+    log.info("ranking written to %s", path)
+    return summary
+
+
+def cot_stage(cfg: DictConfig) -> dict:
+    """Rejection-sampled CoT data from the `teacher` group (cot/stage.py): cot.jsonl and
+    cot_stats.json in the run dir, for the splits `stage.splits`."""
+    s = cfg.stage
+    splits = data_splits(cfg)
+    records = [rec for name in s.splits
+               for rec in first_per_task([from_row(r) for r in splits[name]], s.max_per_task)]
+    options = OmegaConf.to_container(cfg.teacher, resolve=True)
+    name = options.pop("name")
+    if name == "hf":
+        options["model"], options["processor"] = configured_model(cfg, options.pop("model_path"))
+    teacher = make_teacher(name, options, system_prompt=s.teacher_prompt,
+                           instructions=instructions_of(cfg))  # fmt: skip
+    return write_cot(records, teacher, output_dir(cfg), k=s.k, epsilon=s.epsilon,
+                     rule=s.selection, batch_size=s.batch_size, seed=cfg.seed)  # fmt: skip
+
+
+def perception_settings(cfg: DictConfig) -> dict | None:
+    """The tiny model's perception-pretraining settings (model.perception), None if unset."""
+    p = cfg.model.get("perception")
+    return OmegaConf.to_container(p, resolve=True) if p else None
+
+
+def pretrain_stage(cfg: DictConfig) -> dict:
+    """Perception pretraining of the tiny model's vision tower (models/perception.py): build
+    its cache or reuse it, then write and print its held-out report in the run dir."""
+    m = cfg.model
+    if m.spec is None or not m.get("perception"):
+        raise ValueError("stage=pretrain needs the tiny model with model.perception set")
+    path = resolve_model_path(m.name, None, str(Path(cfg.paths.cache) / "models"),
+                              OmegaConf.to_container(m.spec, resolve=True),
+                              perception_settings(cfg))  # fmt: skip
+    report = json.loads((Path(path) / PERCEPTION_REPORT).read_text())
+    (output_dir(cfg) / PERCEPTION_REPORT).write_text(json.dumps(report, indent=2))
+    print(format_perception_report(report))
+    log.info("perception-pretrained model: %s", path)
+    return report
+
+
 STAGES: dict[str, Callable[[DictConfig], dict]] = {
+    "pretrain": pretrain_stage,
+    "cot": cot_stage,
+    "sft": sft_stage,
+    "grpo": grpo_stage,
     "eval": eval_stage,
+    "score": score_stage,
+    "select": select_stage,
 }
 
 

@@ -1,6 +1,6 @@
 """Predict scores for records and write the evaluation report.
 
-`predict` runs the shared inference path (inference.py) batch by batch;
+`predict` runs the shared prediction function (scoring.score_items) batch by batch;
 `write_report` turns its rows into predictions.csv, metrics.json and
 scatter.png and returns the metric rows per read-out.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..data.records import DataError, Record, load_image
-from ..inference import PromptSpec, decode, encode_prompts, generate, read_scores
+from ..inference import PromptSpec
+from ..scoring import score_items
 from .metrics import format_table, grouped_metrics
 from .plots import scatter_plot
 
@@ -36,14 +37,16 @@ def predict(
     generation: dict,
     readouts: Sequence[str] = ("greedy",),
     batch_size: int = 16,
-    desc: str = "eval",
+    desc: str | None = "eval",
 ) -> tuple[list[dict], list[str]]:
     """One row per readable record (PREDICTION_COLUMNS + `score_<readout>`), and the
-    messages of records skipped because their image could not be read."""
+    messages of records skipped because their image could not be read. `desc` labels the
+    progress bar (None: no bar)."""
     rows, skipped = [], []
     was_training = model.training
     model.eval()
-    for start in tqdm(range(0, len(records), batch_size), desc=desc, unit="batch"):
+    for start in tqdm(range(0, len(records), batch_size), desc=desc, unit="batch",
+                      disable=desc is None):
         batch, items = [], []
         for rec in records[start : start + batch_size]:
             try:
@@ -54,14 +57,10 @@ def predict(
                 skipped.append(f"{rec.id}: {e}")
         if not batch:
             continue
-        inputs = encode_prompts(processor, items, instructions, system_prompt)
-        completion_ids = generate(model, processor, inputs, generation)
-        responses = decode(processor, completion_ids)
-        scores = {
-            r: read_scores(responses, r, model=model, processor=processor, inputs=inputs,
-                           completion_ids=completion_ids)
-            for r in readouts
-        }  # fmt: skip
+        responses, scores = score_items(
+            model, processor, items, instructions=instructions, system_prompt=system_prompt,
+            generation=generation, readouts=readouts,
+        )  # fmt: skip
         for i, rec in enumerate(batch):
             row = {"id": rec.id, "task": rec.task, "dataset": rec.dataset, "prompt": rec.prompt,
                    "mos": rec.mos, "response": responses[i]}  # fmt: skip

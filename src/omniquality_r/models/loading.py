@@ -19,13 +19,21 @@ from .tiny import VISION_TOKENS, build_tiny
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_model_path(name: str, path: str | None, cache_dir: str, spec: dict | None) -> str:
-    """The folder or hub id to load: `path` when given, else the tiny model built into cache."""
+def resolve_model_path(
+    name: str, path: str | None, cache_dir: str, spec: dict | None, perception: dict | None = None
+) -> str:
+    """The folder or hub id to load: `path` when given, else the tiny model built into cache,
+    perception-pretrained (models/perception.py, cached beside it) when `perception` is set."""
     if path:
         return str(path)
     if name != "tiny" or spec is None:
         raise ValueError(f"model {name!r} needs model.path (a hub id or a local folder)")
-    return str(build_tiny(cache_dir, spec))
+    base = build_tiny(cache_dir, spec)
+    if not perception:
+        return str(base)
+    from .perception import ensure_perception  # it imports this module
+
+    return str(ensure_perception(base, perception, spec["image_size"]))
 
 
 def load_model(

@@ -1,0 +1,150 @@
+"""Prompt elements and their detection in pixels, for the analyst's alignment judgement.
+
+Prompts follow the synthetic grammar (data/synthetic.py `describe`): object groups
+"<count> <colour> <shape>[s] <position>" joined by ", " and " and ", e.g. "two red
+circles on the left and one blue square at the top". Each group has four elements:
+shape, colour, count and position.
+
+Detection: for every named colour, the pixels within `COLOUR_TOLERANCE` (RGB distance,
+0-255) of its reference colour form a mask; each connected blob of at least
+`MIN_BLOB_AREA` px is one object. Its shape follows from three ratios: holes (filled area
+/ area >= 1.5: ring), solidity (area / convex-hull area < 0.8: star) and extent (area /
+bounding-box area: >= 0.9 square, >= 0.65 circle, else triangle). Its position is the
+region of its centroid: left / right third of the width, else top / centre / bottom third
+of the height. Objects of one colour in one region form a cluster (count = its size, shape
+= its most common shape). Each prompt group is matched to at most one cluster, choosing
+the assignment that satisfies the most elements; a group without a cluster, or whose
+cluster agrees on nothing but the count, satisfies none.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from itertools import permutations
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+from ..data.synthetic import COLOUR_RGB, SHAPES
+
+ELEMENTS = ("colour", "shape", "count", "position")
+POSITION_PHRASES = {
+    "on the left": "left", "on the right": "right", "at the top": "top",
+    "at the bottom": "bottom", "in the centre": "centre",
+}  # fmt: skip
+COUNT_WORDS = ("one", "two", "three", "four", "five", "six")
+COLOUR_TOLERANCE = 60.0
+MIN_BLOB_AREA = 8
+
+_GROUP_RE = re.compile(
+    rf"\b({'|'.join(COUNT_WORDS)})\s+({'|'.join(COLOUR_RGB)})\s+({'|'.join(SHAPES)})s?\s+"
+    rf"({'|'.join(POSITION_PHRASES)})"
+)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One object group named by the prompt (or one cluster found in the image)."""
+
+    colour: str
+    shape: str
+    count: int
+    position: str
+
+    def phrase(self) -> str:
+        noun = self.shape + ("s" if self.count > 1 else "")
+        where = next(k for k, v in POSITION_PHRASES.items() if v == self.position)
+        return f"{COUNT_WORDS[self.count - 1]} {self.colour} {noun} {where}"
+
+
+def parse_prompt(prompt: str) -> list[Group]:
+    """The object groups of a prompt in the synthetic grammar; [] when none is found."""
+    return [
+        Group(colour, shape, COUNT_WORDS.index(count) + 1, POSITION_PHRASES[where])
+        for count, colour, shape, where in _GROUP_RE.findall(prompt.lower())
+    ]
+
+
+def region(x: float, y: float) -> str:
+    """Region of a point given as fractions of width and height (module docstring)."""
+    if x < 1 / 3:
+        return "left"
+    if x > 2 / 3:
+        return "right"
+    return "top" if y < 1 / 3 else "bottom" if y > 2 / 3 else "centre"
+
+
+def classify_shape(mask: np.ndarray) -> str:
+    """The shape of one blob from its hole, solidity and extent ratios (module docstring)."""
+    area = mask.sum()
+    if ndimage.binary_fill_holes(mask).sum() >= 1.5 * area:
+        return "ring"
+    ys, xs = np.nonzero(mask)
+    corners = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (0, 1) for dy in (0, 1)])
+    try:
+        solidity = area / ConvexHull(corners).volume
+    except QhullError:  # a degenerate (line-like) blob
+        solidity = 1.0
+    if solidity < 0.8:
+        return "star"
+    extent = area / mask.size
+    return "square" if extent >= 0.9 else "circle" if extent >= 0.65 else "triangle"
+
+
+@dataclass(frozen=True)
+class Detected:
+    colour: str
+    shape: str
+    position: str
+
+
+def detect_objects(x: np.ndarray) -> list[Detected]:
+    """Objects drawn in the named colours (module docstring); x is RGB in [0, 1]."""
+    h, w, _ = x.shape
+    found = []
+    for colour, rgb in COLOUR_RGB.items():
+        mask = np.linalg.norm(255.0 * x - np.array(rgb, np.float32), axis=-1) < COLOUR_TOLERANCE
+        labels, _ = ndimage.label(mask)
+        for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+            blob = labels[sl] == i
+            if blob.sum() < MIN_BLOB_AREA:
+                continue
+            cy, cx = ndimage.center_of_mass(blob)
+            centre = ((sl[1].start + cx + 0.5) / w, (sl[0].start + cy + 0.5) / h)
+            found.append(Detected(colour, classify_shape(blob), region(*centre)))
+    return found
+
+
+def clusters(objects: list[Detected]) -> list[Group]:
+    """Objects of one colour in one region, as groups (count, most common shape)."""
+    by_key: dict[tuple[str, str], list[Detected]] = {}
+    for o in objects:
+        by_key.setdefault((o.colour, o.position), []).append(o)
+    return [
+        Group(colour, Counter(o.shape for o in objs).most_common(1)[0][0], len(objs), position)
+        for (colour, position), objs in by_key.items()
+    ]
+
+
+def _matches(want: Group, got: Group | None) -> dict[str, bool]:
+    """Elements of `want` that `got` satisfies; none when `got` shares no more than the count
+    (it is some other group)."""
+    same = {e: got is not None and getattr(want, e) == getattr(got, e) for e in ELEMENTS}
+    other_group = not any(same[e] for e in ELEMENTS if e != "count")
+    return dict.fromkeys(ELEMENTS, False) if other_group else same
+
+
+def match_groups(wanted: list[Group], found: list[Group]) -> list[tuple[Group | None, dict]]:
+    """Per prompt group: the cluster assigned to it (or None) and which elements it satisfies,
+    from the one-to-one assignment satisfying the most elements (module docstring)."""
+    slots: list[Group | None] = [*found, *([None] * len(wanted))]
+    best, best_total = None, -1
+    for chosen in permutations(range(len(slots)), len(wanted)):
+        picks = [slots[i] for i in chosen]
+        total = sum(sum(_matches(w, g).values()) for w, g in zip(wanted, picks))
+        if total > best_total:
+            best, best_total = picks, total
+    return [(g, _matches(w, g)) for w, g in zip(wanted, best)]

@@ -1,0 +1,100 @@
+"""Write the chain-of-thought dataset by rejection sampling (METHOD.md, pipeline step 1).
+
+For every record: k teacher trajectories, accepted and selected by rejection.py. Output in
+`out_dir`:
+  cot.jsonl        one row per record that kept a trajectory: the Record fields, plan,
+                   reasoning, score, response (the accepted teacher text), teacher, k,
+                   n_accepted (stage=sft reads it);
+  cot_stats.json   settings, counts (records, written, dropped: no accepted trajectory,
+                   skipped: unreadable image) and the acceptance rows of rejection.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..data.records import DataError, Record, load_image
+from .analyst import AnalystTeacher
+from .rejection import AcceptanceStats, accept, format_table, parse_all, select
+from .teachers import HFTeacher, OpenAITeacher, Teacher, TeacherItem
+
+log = logging.getLogger(__name__)
+
+TEACHERS = ("analyst", "hf", "openai")
+
+
+def make_teacher(name: str, options: dict, *, system_prompt: str,
+                 instructions: dict[str, str]) -> Teacher:  # fmt: skip
+    """The teacher `name` built from its options (the `teacher` group minus `name`; for
+    `hf` also `model` and `processor`); the prompt texts go to the VLM teachers."""
+    if name == "analyst":
+        return AnalystTeacher(**options)
+    if name == "hf":
+        return HFTeacher(system_prompt=system_prompt, instructions=instructions, **options)
+    if name == "openai":
+        return OpenAITeacher(system_prompt=system_prompt, instructions=instructions, **options)
+    raise ValueError(f"unknown teacher {name!r}; expected one of {TEACHERS}")
+
+
+def write_cot(
+    records: Sequence[Record],
+    teacher: Teacher,
+    out_dir: str | Path,
+    *,
+    k: int,
+    epsilon: float,
+    rule: str,
+    batch_size: int,
+    seed: int,
+) -> dict:
+    """Sample, accept, select and write cot.jsonl and cot_stats.json (module docstring);
+    returns the stats and prints the acceptance table."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stats, skipped, written = AcceptanceStats(), [], 0
+    start_time = time.perf_counter()
+    with (out / "cot.jsonl").open("w") as f:
+        for start in tqdm(range(0, len(records), batch_size), desc="cot", unit="batch"):
+            batch, items = [], []
+            for rec in records[start : start + batch_size]:
+                try:
+                    items.append(TeacherItem(load_image(rec.image), rec.task, rec.prompt, rec.id))
+                    batch.append(rec)
+                except DataError as e:
+                    log.warning("skipping record %s: %s", rec.id, e)
+                    skipped.append(f"{rec.id}: {e}")
+            if not items:
+                continue
+            for rec, texts in zip(batch, teacher.sample(items, k, seed)):
+                valid = parse_all(texts)
+                accepted = accept(valid, rec.mos, epsilon)
+                stats.add(rec.split, rec.task, rec.dataset, len(texts), len(valid), len(accepted))
+                kept = select(accepted, rec.mos, rule)
+                if kept is None:
+                    continue
+                row = {**asdict(rec), "plan": kept.plan, "reasoning": kept.reasoning,
+                       "score": kept.score, "response": kept.text, "teacher": teacher.name,
+                       "k": k, "n_accepted": len(accepted)}  # fmt: skip
+                f.write(json.dumps(row) + "\n")
+                written += 1
+    rows = stats.rows()
+    n_judged = len(records) - len(skipped)
+    summary = {
+        "teacher": teacher.name, "k": k, "epsilon": epsilon, "selection": rule,
+        "records": len(records), "written": written, "dropped": n_judged - written,
+        "skipped": len(skipped), "skipped_records": skipped,
+        "wall_s": round(time.perf_counter() - start_time, 2), "acceptance": rows,
+    }  # fmt: skip
+    (out / "cot_stats.json").write_text(json.dumps(summary, indent=2))
+    print(format_table(rows))
+    print(f"teacher {teacher.name}: {written} of {len(records)} records written, "
+          f"{summary['dropped']} dropped (no accepted trajectory), {len(skipped)} skipped "
+          f"(unreadable image), {summary['wall_s']:.1f} s")  # fmt: skip
+    return summary

@@ -1,0 +1,458 @@
+"""Perception pretraining of the tiny model's vision tower + merger (issue 3).
+
+A random-init tiny Qwen2.5-VL cannot learn quality cues through the LM loss in a
+CPU budget (OFFLINE.md, "Learning from scratch"), so its tower first learns to
+see them on labels the synthetic generator knows exactly, never the MOS:
+
+    distortion/<d>        level 0..4 of each of DISTORTIONS (technical images; aesthetic
+                          images carry their exposure as under/overexposure level
+                          2|stops| - 1; alignment images are undistorted)
+    aesthetic/<k>         level index of each AESTHETIC_LEVELS factor, worst -> best
+                          (exposure: signed stops -2..2 as class 0..4)
+    object/<region>/...   colour, shape (where the region holds objects) and count 0..3
+                          of the objects rendered in each alignment region
+
+Images are fresh procedural samples without end: sample i of a task in batch b is
+drawn from SeedSequence([STREAM_SALT, seed, task, index]), disjoint from the
+dataset's (seed, task, index) streams. A small head (PerceptionHead) reads the
+merger tokens, the tokens the LM sees, and is dropped afterwards: the saved folder
+is the base model with the tower's weights replaced (the head is kept beside it as
+perception_head.safetensors for benchmarks). The result is cached in the model
+cache as <base>-perception-<hash of the settings> (ensure_perception).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from scipy.stats import rankdata
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..data.records import TASKS
+from ..data.synthetic import (
+    AESTHETIC_LEVELS,
+    COLOURS,
+    DISTORTIONS,
+    GENERATOR_VERSION,
+    MAX_COUNT,
+    MAX_LEVEL,
+    POSITIONS,
+    SAMPLERS,
+    SHAPES,
+    aesthetic_mos,
+    technical_mos,
+)
+from ..eval.metrics import srcc
+from .loading import load_model
+
+log = logging.getLogger(__name__)
+
+PERCEPTION_VERSION = 1  # bump when labels, head or training change: it invalidates caches
+STREAM_SALT = 0x9E5CE97  # keeps pretraining images apart from the dataset's seeds
+IGNORE = -100  # label not applicable to this image (cross-entropy ignore_index)
+REPORT = "perception_report.json"
+HEAD_WEIGHTS = "perception_head.safetensors"
+MAX_STOPS = 2  # aesthetic exposure: signed stops -2..2
+
+GLOBAL_LABELS = {
+    **{f"distortion/{d}": MAX_LEVEL + 1 for d in DISTORTIONS},
+    **{f"aesthetic/{k}": len(v) for k, v in AESTHETIC_LEVELS.items() if k != "exposure"},
+    "aesthetic/exposure": 2 * MAX_STOPS + 1,
+}
+REGION_LABELS = {"colour": len(COLOURS), "shape": len(SHAPES), "count": MAX_COUNT + 1}
+LABELS = {
+    **GLOBAL_LABELS,
+    **{f"object/{p}/{e}": n for p in POSITIONS for e, n in REGION_LABELS.items()},
+}  # label name -> number of classes; a label vector follows this order
+TASK_OF_GROUP = {"distortion": "technical", "aesthetic": "aesthetic", "object": "alignment"}
+
+
+# ---------------------------------------------------------------- labels (pure)
+
+
+def aesthetic_scores(factor: str) -> np.ndarray:
+    """The aesthetic score in [0, 1] of each class of `aesthetic/<factor>` (synthetic.py's
+    index / (n - 1); exposure classes are stops -2..2, score 1 - |stops| / 2)."""
+    if factor == "exposure":
+        return 1 - np.abs(np.arange(-MAX_STOPS, MAX_STOPS + 1)) / MAX_STOPS
+    n = len(AESTHETIC_LEVELS[factor])
+    return np.arange(n) / (n - 1)
+
+
+def labels_of(task: str, factors: dict) -> dict[str, int]:
+    """The perception labels (name -> class) of a sample of `task` from its Sample.factors."""
+    if task == "technical":
+        return {f"distortion/{d}": int(factors["levels"][d]) for d in DISTORTIONS}
+    if task == "aesthetic":
+        stops = factors["exposure"]
+        side = "underexposure" if stops < 0 else "overexposure"
+        exposure = {side: 2 * abs(stops) - 1} if stops else {}
+        return {
+            **{f"distortion/{d}": exposure.get(d, 0) for d in DISTORTIONS},
+            **{f"aesthetic/{k}": AESTHETIC_LEVELS[k].index(factors[k])
+               for k in AESTHETIC_LEVELS if k != "exposure"},
+            "aesthetic/exposure": stops + MAX_STOPS,
+        }  # fmt: skip
+    if task == "alignment":
+        shown = {o["rendered"]["position"]: o["rendered"] for o in factors["objects"]
+                 if o["rendered"]}  # fmt: skip
+        labels = {f"distortion/{d}": 0 for d in DISTORTIONS}
+        for p in POSITIONS:
+            labels[f"object/{p}/count"] = shown[p]["count"] if p in shown else 0
+            if p in shown:
+                labels[f"object/{p}/colour"] = COLOURS.index(shown[p]["colour"])
+                labels[f"object/{p}/shape"] = SHAPES.index(shown[p]["shape"])
+        return labels
+    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+
+
+def label_vector(labels: dict[str, int]) -> np.ndarray:
+    """`labels` in LABELS order, IGNORE where a label does not apply."""
+    return np.array([labels.get(name, IGNORE) for name in LABELS], np.int64)
+
+
+# ---------------------------------------------------------------- head and loss
+
+
+class PerceptionHead(nn.Module):
+    """Multi-task read-out of the merger tokens (B, N, D), dropped after pretraining.
+
+    Each token goes through LayerNorm -> Linear(D, width) -> GELU; the global labels
+    (GLOBAL_LABELS) are read linearly from the mean over tokens (translation-invariant),
+    the region labels (REGION_LABELS per alignment region) by an MLP on all tokens
+    flattened in raster order, so positions stay readable.
+    """
+
+    def __init__(self, in_dim: int, n_tokens: int, width: int = 128, token_width: int = 32):
+        super().__init__()
+        self.token = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, width), nn.GELU())
+        self.global_out = nn.Linear(width, sum(GLOBAL_LABELS.values()))
+        self.region_out = nn.Sequential(
+            nn.Linear(width, token_width), nn.Flatten(), nn.GELU(),
+            nn.Linear(n_tokens * token_width, width), nn.GELU(),
+            nn.Linear(width, len(POSITIONS) * sum(REGION_LABELS.values())),
+        )  # fmt: skip
+
+    def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.token(tokens)
+        sizes = list(GLOBAL_LABELS.values())
+        logits = dict(zip(GLOBAL_LABELS, self.global_out(x.mean(1)).split(sizes, dim=-1)))
+        regions = self.region_out(x).view(len(x), len(POSITIONS), -1)
+        for i, p in enumerate(POSITIONS):
+            parts = regions[:, i].split(list(REGION_LABELS.values()), dim=-1)
+            logits.update({f"object/{p}/{e}": z for e, z in zip(REGION_LABELS, parts)})
+        return logits
+
+
+def perception_loss(
+    logits: dict[str, torch.Tensor], labels: torch.Tensor, weights: dict[str, float]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """sum_task weights[task] * mean over that task's labels (present in the batch) of the
+    label's cross-entropy over the images it applies to; also the per-task terms."""
+    per_group: dict[str, list[torch.Tensor]] = {g: [] for g in TASK_OF_GROUP}
+    for j, name in enumerate(LABELS):
+        y = labels[:, j]
+        if (y != IGNORE).any():
+            per_group[name.split("/")[0]].append(
+                nn.functional.cross_entropy(logits[name], y, ignore_index=IGNORE)
+            )
+    terms = {TASK_OF_GROUP[g]: torch.stack(v).mean() for g, v in per_group.items() if v}
+    return sum(weights[t] * v for t, v in terms.items()), terms
+
+
+# ---------------------------------------------------------------- metrics (pure)
+
+
+def auc(score: np.ndarray, positive: np.ndarray) -> float:
+    """ROC AUC by the Mann-Whitney U statistic (ties at half); NaN without both classes."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def technical_metrics(probs: dict[str, np.ndarray], labels: np.ndarray) -> dict:
+    """Distortion read-out of (N, classes) probabilities vs (N, len(LABELS)) labels.
+
+    Per type: `srcc` of the expected level vs the level 0..4 over all images, `auc` of
+    P(level > 0) for its presence; `type_accuracy`: on single-distortion images, the most
+    probably present type is the true one (chance 1/8); `mos_srcc`: technical_mos of the
+    expected levels vs technical_mos of the true levels (the MOS is never trained on)."""
+    levels = np.stack([labels[:, list(LABELS).index(f"distortion/{d}")] for d in DISTORTIONS], 1)
+    p = np.stack([probs[f"distortion/{d}"] for d in DISTORTIONS], 1)  # (N, 8, 5)
+    expected = p @ np.arange(MAX_LEVEL + 1)
+    present = 1 - p[..., 0]
+    per_type = {
+        d: {"srcc": srcc(expected[:, i], levels[:, i]), "auc": auc(present[:, i], levels[:, i] > 0)}
+        for i, d in enumerate(DISTORTIONS)
+    }
+    single = (levels > 0).sum(1) == 1
+    mos = [technical_mos(dict(zip(DISTORTIONS, row))) for row in (expected, levels)]
+    return {
+        "n": len(levels),
+        "mean_srcc": float(np.nanmean([v["srcc"] for v in per_type.values()])),
+        "mean_auc": float(np.nanmean([v["auc"] for v in per_type.values()])),
+        "type_accuracy": float(np.mean(present[single].argmax(1) == levels[single].argmax(1))),
+        "type_chance": 1 / len(DISTORTIONS),
+        "mos_srcc": srcc(mos[0], mos[1]),
+        "per_type": per_type,
+    }
+
+
+def _accuracy(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Accuracy, and chance as the majority class's frequency."""
+    return {"accuracy": float(np.mean(pred == true)),
+            "chance": float(np.bincount(true).max() / len(true))}  # fmt: skip
+
+
+def aesthetic_metrics(probs: dict[str, np.ndarray], labels: np.ndarray) -> dict:
+    """Per factor: accuracy vs chance and SRCC of the expected score vs the true score;
+    `mos_srcc`: aesthetic_mos of the expected scores vs of the true ones."""
+    out, expected, true = {}, {}, {}
+    for k in AESTHETIC_LEVELS:
+        name = f"aesthetic/{k}"
+        y, scores = labels[:, list(LABELS).index(name)], aesthetic_scores(k)
+        expected[k], true[k] = probs[name] @ scores, scores[y]
+        out[k] = {**_accuracy(probs[name].argmax(1), y), "srcc": srcc(expected[k], true[k])}
+    out["mos_srcc"] = srcc(aesthetic_mos(expected), aesthetic_mos(true))
+    return out
+
+
+def alignment_metrics(probs: dict[str, np.ndarray], labels: np.ndarray) -> dict:
+    """Pooled over regions: colour and shape accuracy where objects are, count accuracy and
+    position (region occupied or not) accuracy everywhere, each with its chance."""
+    col = {e: [f"object/{p}/{e}" for p in POSITIONS] for e in REGION_LABELS}
+    y = {e: labels[:, [list(LABELS).index(n) for n in col[e]]].ravel() for e in REGION_LABELS}
+    pred = {e: np.stack([probs[n].argmax(1) for n in col[e]], 1).ravel() for e in REGION_LABELS}
+    occupied = y["count"] > 0
+    return {
+        "colour": _accuracy(pred["colour"][occupied], y["colour"][occupied]),
+        "shape": _accuracy(pred["shape"][occupied], y["shape"][occupied]),
+        "count": _accuracy(pred["count"], y["count"]),
+        "position": _accuracy((pred["count"] > 0).astype(int), occupied.astype(int)),
+    }
+
+
+def format_metrics(metrics: dict) -> str:
+    """perception_metrics as a few text lines."""
+    lines = []
+    if t := metrics.get("technical"):
+        lines.append(f"technical (n={t['n']}): distortion level SRCC / presence AUC")
+        lines += [f"  {d:14s} {v['srcc']:5.2f} / {v['auc']:.2f}" for d, v in t["per_type"].items()]
+        lines.append(f"  {'mean':14s} {t['mean_srcc']:5.2f} / {t['mean_auc']:.2f}; type accuracy "
+                     f"{t['type_accuracy']:.2f} (chance {t['type_chance']:.2f}); "
+                     f"MOS implied by the levels: SRCC {t['mos_srcc']:.2f}")  # fmt: skip
+    if a := metrics.get("aesthetic"):
+        lines.append("aesthetic: factor score SRCC, accuracy (chance)")
+        lines += [f"  {k:14s} {a[k]['srcc']:5.2f}, {a[k]['accuracy']:.2f} ({a[k]['chance']:.2f})"
+                  for k in AESTHETIC_LEVELS]  # fmt: skip
+        lines.append(f"  MOS implied by the factors: SRCC {a['mos_srcc']:.2f}")
+    if g := metrics.get("alignment"):
+        lines.append("alignment: accuracy (chance) over regions")
+        lines += [f"  {e:14s} {v['accuracy']:5.2f} ({v['chance']:.2f})" for e, v in g.items()]
+    return "\n".join(lines)
+
+
+def format_perception_report(report: dict) -> str:
+    """A pretraining REPORT as text: budget, then the held-out metrics."""
+    h = report["held_out"]
+    return (f"perception pretraining of {report['base']}: {report['images_seen']} images in "
+            f"{report['train_seconds']:.0f} s; held out: seed {h['seed']}, {h['images']} images\n"
+            + format_metrics(h))  # fmt: skip
+
+
+def perception_metrics(probs: dict[str, np.ndarray], labels: np.ndarray, tasks: np.ndarray):
+    """technical/aesthetic/alignment metrics, each on the images of that task only."""
+    fns = {"technical": technical_metrics, "aesthetic": aesthetic_metrics,
+           "alignment": alignment_metrics}  # fmt: skip
+    out = {}
+    for t, fn in fns.items():
+        rows = tasks == TASKS.index(t)
+        if rows.any():
+            out[t] = fn({k: v[rows] for k, v in probs.items()}, labels[rows])
+    return out
+
+
+# ---------------------------------------------------------------- data
+
+
+def stream_rng(seed: int, task: str, index: int) -> np.random.Generator:
+    """Generator of pretraining sample `index` of `task`: SeedSequence([STREAM_SALT, seed,
+    task, index]), never one of the dataset's SeedSequence([seed, task, index])."""
+    return np.random.default_rng(np.random.SeedSequence([STREAM_SALT, seed, TASKS.index(task),
+                                                         index]))  # fmt: skip
+
+
+def task_counts(batch_size: int, mix: dict[str, float]) -> dict[str, int]:
+    """Images per task in a batch, proportional to `mix` (largest remainders)."""
+    total = sum(mix.values())
+    exact = {t: batch_size * w / total for t, w in mix.items()}
+    counts = {t: int(v) for t, v in exact.items()}
+    for t in sorted(exact, key=lambda t: counts[t] - exact[t])[: batch_size - sum(counts.values())]:
+        counts[t] += 1
+    return counts
+
+
+class PerceptionStream(IterableDataset):
+    """Endless collated batches of fresh samples; batch b is a pure function of (seed, b):
+    task t's samples b * n_t .. (b + 1) * n_t - 1 with n_t = task_counts(...)[t]. DataLoader
+    workers take batches w, w + W, ... so the order does not depend on the worker count."""
+
+    def __init__(self, image_processor, image_size: int, batch_size: int, mix: dict, seed: int):
+        self.image_processor = image_processor
+        self.image_size, self.seed = image_size, seed
+        self.counts = {t: n for t, n in task_counts(batch_size, mix).items() if n}
+
+    def batch(self, b: int) -> dict[str, torch.Tensor]:
+        images, labels, tasks = [], [], []
+        for task, n in self.counts.items():
+            for i in range(b * n, (b + 1) * n):
+                sample = SAMPLERS[task](stream_rng(self.seed, task, i), self.image_size)
+                images.append(sample.image)
+                labels.append(label_vector(labels_of(task, sample.factors)))
+                tasks.append(TASKS.index(task))
+        pixels = self.image_processor(images, return_tensors="pt")
+        return {"pixel_values": pixels["pixel_values"], "grid_thw": pixels["image_grid_thw"],
+                "labels": torch.from_numpy(np.stack(labels)), "tasks": torch.tensor(tasks)}  # fmt: skip
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        return map(self.batch, itertools.count(worker, workers))
+
+
+def vision_tokens(visual, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+    """The merger output, the image tokens the LM sees, as (images, tokens, dim)."""
+    out = visual(pixel_values.to(visual.dtype), grid_thw=grid_thw).pooler_output
+    return out.view(len(grid_thw), -1, out.shape[-1])
+
+
+@torch.no_grad()
+def predict_probs(visual, head, batches) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Class probabilities per label, labels and task ids over collated `batches`."""
+    visual.eval(), head.eval()
+    probs, labels, tasks = [], [], []
+    for batch in batches:
+        device = next(head.parameters()).device
+        tokens = vision_tokens(visual, batch["pixel_values"].to(device), batch["grid_thw"].to(device))
+        probs.append({k: v.softmax(-1).float().cpu().numpy() for k, v in head(tokens).items()})
+        labels.append(batch["labels"].numpy())
+        tasks.append(batch["tasks"].numpy())
+    merged = {k: np.concatenate([p[k] for p in probs]) for k in LABELS}
+    return merged, np.concatenate(labels), np.concatenate(tasks)
+
+
+# ---------------------------------------------------------------- pretraining and cache
+
+
+def pretrain_vision(
+    base_path: str | Path,
+    out_path: str | Path,
+    *,
+    image_size: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup_ratio: float,
+    mix: dict[str, float],
+    loss_weights: dict[str, float],
+    head_width: int,
+    seed: int,
+    eval_seed: int,
+    eval_batches: int,
+    workers: int,
+    precision: str,
+) -> dict:
+    """Train the tower + merger of the model at base_path with a PerceptionHead for `steps`
+    batches of fresh samples, then write out_path atomically (the base model with the new
+    tower, its processor, the head, REPORT with held-out metrics on `eval_seed`)."""
+    from ..modules.pretrain import PerceptionModule  # modules import models, not vice versa
+
+    settings = {k: v for k, v in locals().items() if k not in ("base_path", "out_path",
+                                                              "PerceptionModule")}  # fmt: skip
+    start = time.perf_counter()
+    L.seed_everything(seed, workers=True, verbose=False)
+    model, processor = load_model(str(base_path))
+    visual = model.model.visual
+    merge = visual.config.spatial_merge_size * visual.config.patch_size
+    head = PerceptionHead(visual.config.out_hidden_size, (image_size // merge) ** 2, head_width)
+    module = PerceptionModule(visual, head, lr=lr, weight_decay=weight_decay,
+                              warmup_ratio=warmup_ratio, loss_weights=loss_weights)  # fmt: skip
+    stream = PerceptionStream(processor.image_processor, image_size, batch_size, mix, seed)
+    loader = DataLoader(stream, batch_size=None, num_workers=workers,
+                        persistent_workers=False, prefetch_factor=4 if workers else None)  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=steps, accelerator="auto", devices=1, precision=precision, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        gradient_clip_val=1.0,
+    )  # fmt: skip
+    trainer.fit(module, loader)
+    train_seconds = time.perf_counter() - start
+
+    held_out = PerceptionStream(processor.image_processor, image_size, batch_size, mix, eval_seed)
+    probs, labels, tasks = predict_probs(visual, head, map(held_out.batch, range(eval_batches)))
+    report = {
+        "base": Path(base_path).name, "settings": settings,
+        "train_seconds": round(train_seconds, 1), "images_seen": steps * batch_size,
+        "held_out": {"seed": eval_seed, "images": len(labels),
+                     **perception_metrics(probs, labels, tasks)},
+    }  # fmt: skip
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=".building-"))
+    model.cpu().save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    save_file({k: v.contiguous().cpu() for k, v in head.state_dict().items()}, tmp / HEAD_WEIGHTS)
+    (tmp / REPORT).write_text(json.dumps(report, indent=2, allow_nan=True))  # last: complete
+    try:
+        tmp.rename(out_path)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+def perception_hash(settings: dict) -> str:
+    """Hash of the pretraining settings and the label/generator versions."""
+    key = {**settings, "version": PERCEPTION_VERSION, "generator": GENERATOR_VERSION}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def ensure_perception(base_path: str | Path, settings: dict, image_size: int) -> Path:
+    """The cached perception-pretrained folder beside base_path, pretraining it if missing."""
+    base_path = Path(base_path)
+    target = base_path.parent / f"{base_path.name}-perception-{perception_hash(settings)}"
+    if (target / REPORT).is_file():
+        return target
+    log.info("perception pretraining: no cache at %s; training the vision tower for %d steps "
+             "(a few minutes, once)", target, settings["steps"])  # fmt: skip
+    report = pretrain_vision(base_path, target, image_size=image_size, **settings)
+    log.info("perception pretraining done in %.0f s; report: %s", report["train_seconds"],
+             target / REPORT)  # fmt: skip
+    return target
+
+
+def load_head(path: str | Path, visual, image_size: int) -> PerceptionHead:
+    """The PerceptionHead saved beside a perception-pretrained model (for benchmarks)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    width = json.loads((path / REPORT).read_text())["settings"]["head_width"]
+    merge = visual.config.spatial_merge_size * visual.config.patch_size
+    head = PerceptionHead(visual.config.out_hidden_size, (image_size // merge) ** 2, width)
+    head.load_state_dict(load_file(path / HEAD_WEIGHTS))
+    return head.eval()

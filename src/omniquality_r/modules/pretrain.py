@@ -1,0 +1,48 @@
+"""Perception pretraining loop (issue 3): the vision tower + merger and a PerceptionHead
+trained on the synthetic generator's labels with models/perception.perception_loss.
+
+Optimiser and schedule: modules/optim.py's AdamW(betas 0.9, 0.95) with linear warmup
+and cosine decay to 0 over max_steps; weight decay on every parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import lightning as L
+
+from ..models.perception import perception_loss, vision_tokens
+from .optim import adam_with_schedule
+
+log = logging.getLogger(__name__)
+
+
+class PerceptionModule(L.LightningModule):
+    """Trains `visual` (the Qwen2.5-VL tower incl. merger) and `head` together."""
+
+    def __init__(self, visual, head, *, lr: float, weight_decay: float, warmup_ratio: float,
+                 loss_weights: dict[str, float], log_every: int = 50):  # fmt: skip
+        super().__init__()
+        self.visual, self.head = visual, head
+        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+        self.loss_weights = dict(loss_weights)
+        self.log_every = log_every
+
+    def training_step(self, batch: dict, batch_idx: int):
+        tokens = vision_tokens(self.visual, batch["pixel_values"], batch["grid_thw"])
+        loss, terms = perception_loss(self.head(tokens), batch["labels"], self.loss_weights)
+        if batch_idx == 0:
+            self._start = time.perf_counter()
+        elif batch_idx % self.log_every == 0:
+            rate = batch_idx * len(batch["labels"]) / (time.perf_counter() - self._start)
+            log.info("perception step %d/%d loss %.3f (%s) %.0f img/s", batch_idx,
+                     self.trainer.max_steps, loss.item(),
+                     " ".join(f"{t} {v.item():.3f}" for t, v in terms.items()), rate)  # fmt: skip
+        return loss
+
+    def configure_optimizers(self):
+        return adam_with_schedule(
+            self.parameters(), lr=self.lr, weight_decay=self.weight_decay,
+            total_steps=self.trainer.max_steps, warmup_ratio=self.warmup_ratio, min_ratio=0.0,
+        )  # fmt: skip

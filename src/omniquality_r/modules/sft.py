@@ -1,0 +1,178 @@
+"""Supervised fine-tuning on the chain-of-thought data (METHOD.md step 2).
+
+Loss: token-mean cross-entropy over the assistant tokens (labels != -100, data/collate.py).
+Optimiser and schedule: modules/optim.py, shared with GRPO: AdamW(lr, betas=(0.9, 0.95),
+weight_decay=0) on the trainable parameters; per optimiser step s of T, warmup
+w = ceil(warmup_ratio * T), m = min_lr_ratio:
+
+    lr(s) = lr * (s + 1) / w                                                s < w
+    lr(s) = lr * (m + (1 - m) * (1 + cos(pi * (s - w) / (T - w))) / 2)     s >= w
+
+Grad clipping (norm 1.0) and accumulation to the global batch are the Trainer's
+(`gradient_clip_val`, `accumulate_grad_batches` = global / (micro * world size)).
+Validation: loss on the val rows, then generation on `val_records` through the same code
+as stage=eval (eval.evaluate.predict + metric_rows), logged as
+val/<readout>/<task>/<dataset>/<metric>.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ..data.collate import IGNORE_INDEX
+from ..data.records import Record
+from ..eval.evaluate import flat_metrics, metric_rows, predict
+from ..models.loading import count_parameters, save_checkpoint
+from .optim import adam_with_schedule
+
+log = logging.getLogger(__name__)
+
+BATCH_INFO = ("skipped", "truncated")  # collate_sft's bookkeeping, not model inputs
+
+
+def read_cot(path: str | Path) -> list[dict]:
+    """Rows of a cot.jsonl (Record fields + plan, reasoning, score, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CoT data not found: {path} (run stage=cot, set stage.cot_path)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def accumulation_steps(global_batch: int, micro_batch: int, world_size: int) -> int:
+    """Micro-batches per optimiser step: global_batch / (micro_batch * world_size), exact."""
+    per_step = micro_batch * world_size
+    if global_batch < per_step or global_batch % per_step:
+        raise ValueError(f"global batch {global_batch} is not a multiple of micro batch "
+                         f"{micro_batch} x world size {world_size}")  # fmt: skip
+    return global_batch // per_step
+
+
+class SFTModule(L.LightningModule):
+    """Next-token SFT of a Qwen2.5-VL (or its peft wrapper) on collate_sft batches."""
+
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        lr: float,
+        betas: Sequence[float] = (0.9, 0.95),
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.03,
+        min_lr_ratio: float = 0.1,
+        val_records: Sequence[Record] = (),
+        instructions: dict[str, str] | None = None,
+        system_prompt: str = "",
+        generation: dict | None = None,
+        readouts: Sequence[str] = ("greedy",),
+        val_batch_size: int = 16,
+    ):
+        super().__init__()
+        self.model = model
+        self.processor = processor
+        self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
+        self.warmup_ratio, self.min_lr_ratio = warmup_ratio, min_lr_ratio
+        self.val_records = list(val_records)
+        self.instructions = instructions or {}
+        self.system_prompt = system_prompt
+        self.generation = generation or {}
+        self.readouts = list(readouts)
+        self.val_batch_size = val_batch_size
+        self.skipped: list[str] = []  # training rows left out ("id: reason")
+        self.truncated = 0  # training rows whose target was cut at max_length
+        self.samples = 0  # training rows seen (this process)
+        self.longest_target = 0  # tokens with a label, for the generation-length check
+        self.val_seconds = 0.0
+        self.validated_at = -1  # global step of the last validation
+
+    def _loss(self, batch: dict) -> torch.Tensor:
+        return self.model(**{k: v for k, v in batch.items() if k not in BATCH_INFO}).loss
+
+    def training_step(self, batch: dict, batch_idx: int):
+        for reason in batch["skipped"]:
+            log.warning("SFT: skipping training row %s", reason)
+        self.skipped += batch["skipped"]
+        self.truncated += batch["truncated"]
+        self.log_dict({"train/skipped": float(len(self.skipped)),
+                       "train/truncated": float(self.truncated)})  # fmt: skip
+        if "input_ids" not in batch:  # every row of this micro-batch was skipped
+            return None
+        n = batch["input_ids"].shape[0]
+        self.samples += n
+        longest = int((batch["labels"] != IGNORE_INDEX).sum(1).max())
+        self.longest_target = max(self.longest_target, longest)
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int):
+        for reason in batch["skipped"]:
+            log.warning("SFT: skipping validation row %s", reason)
+        if "input_ids" in batch:
+            n = batch["input_ids"].shape[0]
+            self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=n)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_records and not self.trainer.sanity_checking:
+            if self.longest_target > self.generation.get("max_new_tokens", math.inf):
+                log.warning("SFT targets reach %d tokens but validation generates at most %d: "
+                            "raise decoding.max_new_tokens", self.longest_target,
+                            self.generation["max_new_tokens"])  # fmt: skip
+            rows, _ = predict(self.model, self.processor, self.val_records,
+                              instructions=self.instructions, system_prompt=self.system_prompt,
+                              generation=self.generation, readouts=self.readouts,
+                              batch_size=self.val_batch_size, desc="val")  # fmt: skip
+            metrics = {r: metric_rows(rows, r) for r in self.readouts}
+            self.log_dict(flat_metrics(metrics, prefix="val"))
+        self.validated_at = self.trainer.global_step
+        self.val_seconds += time.perf_counter() - self._val_start
+
+    def configure_optimizers(self):
+        total = int(self.trainer.estimated_stepping_batches)
+        return adam_with_schedule(
+            self.model.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay,
+            total_steps=total, warmup_ratio=self.warmup_ratio, min_ratio=self.min_lr_ratio,
+        )
+
+
+def train_sft(module: SFTModule, trainer: L.Trainer, train_loader, val_loader, out_dir) -> dict:
+    """Fit; validate at the end unless the last step just did; save the Hugging Face checkpoint
+    (model + processor; LoRA: adapter + merged) and train_summary.json into `out_dir`."""
+    start = time.perf_counter()
+    trainer.fit(module, train_loader, val_loader)
+    train_s = time.perf_counter() - start - module.val_seconds  # fit time outside validation
+    if val_loader is not None and module.validated_at != trainer.global_step:
+        trainer.validate(module, val_loader, verbose=False)
+    steps = trainer.global_step
+    samples = module.samples * trainer.world_size
+    rows_seen = (module.samples + len(module.skipped)) * trainer.world_size
+    summary = {
+        "steps": steps,
+        "epochs": round(rows_seen / len(train_loader.dataset), 3),
+        "samples": samples,
+        "wall_s": round(time.perf_counter() - start, 2),
+        "train_s": round(train_s, 2),
+        "s_per_step": round(train_s / steps, 4) if steps else None,
+        "samples_per_s": round(samples / train_s, 2) if samples else None,
+        "skipped": len(module.skipped),
+        "truncated": module.truncated,
+        "parameters": count_parameters(module.model),
+        "final": {k: float(v) if math.isfinite(v) else None  # strict JSON: NaN -> null
+                  for k, v in trainer.callback_metrics.items()},
+    }
+    if trainer.is_global_zero:
+        out = save_checkpoint(module.model, module.processor, out_dir)
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("SFT checkpoint and train_summary.json written to %s", out)
+    return summary

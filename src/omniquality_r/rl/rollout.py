@@ -1,0 +1,97 @@
+"""Rollouts for GRPO with each prompt's image encoded once per group.
+
+The vision tower runs once per prompt (`image_features`); its output is
+repeated G times (`repeat_features`) and handed to Qwen2.5-VL through
+`mm_encoder_outputs`, both for generation (KV cache on) and for the loss pass,
+so neither runs the tower on G copies of an image. The text prefill of the
+prompt still runs per completion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from peft import PeftModel
+from torch import Tensor
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+PER_ROW = ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw")
+
+
+def _base(model):
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def image_features(model, prompt_inputs: dict) -> tuple[Tensor, ...]:
+    """Merged vision features per prompt image (one pass of the vision tower)."""
+    out = _base(model).model.get_image_features(
+        prompt_inputs["pixel_values"], prompt_inputs["image_grid_thw"], return_dict=True
+    )
+    return tuple(out.pooler_output)
+
+
+def repeat_features(features: Sequence[Tensor], group_size: int) -> BaseModelOutputWithPooling:
+    """Each image's features G times in a row, as `mm_encoder_outputs["image"]` expects."""
+    return BaseModelOutputWithPooling(
+        pooler_output=tuple(f for f in features for _ in range(group_size))
+    )
+
+
+def select_prompts(prompt_inputs: dict, index: Sequence[int]) -> dict:
+    """The rows `index` of a prompt batch, pixel patches included (for micro-batches)."""
+    idx = torch.as_tensor(list(index), dtype=torch.long)
+    out = {k: prompt_inputs[k][idx] for k in PER_ROW if k in prompt_inputs}
+    if "pixel_values" in prompt_inputs:
+        counts = prompt_inputs["image_grid_thw"].prod(-1).tolist()
+        chunks = torch.split(prompt_inputs["pixel_values"], counts)
+        out["pixel_values"] = torch.cat([chunks[i] for i in idx.tolist()])
+    return out
+
+
+def expand_rows(prompt_inputs: dict, group_size: int) -> dict:
+    """Per-row prompt tensors repeated G times (row p -> rows p*G .. p*G + G - 1)."""
+    return {k: prompt_inputs[k].repeat_interleave(group_size, 0)
+            for k in PER_ROW if k in prompt_inputs}  # fmt: skip
+
+
+@torch.no_grad()
+def generate_groups(
+    model, processor, prompt_inputs: dict, features: Sequence[Tensor], group_size: int,
+    generation: dict,
+) -> Tensor:  # fmt: skip
+    """G sampled completions per prompt, [P*G, T] right-padded with pad after eos."""
+    tok = processor.tokenizer
+    rows = expand_rows(prompt_inputs, group_size)
+    out = model.generate(
+        **rows, mm_encoder_outputs={"image": repeat_features(features, group_size)},
+        **generation, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+    )  # fmt: skip
+    return out[:, rows["input_ids"].shape[1]:]
+
+
+def completion_logits(
+    model, prompt_inputs: dict, features: Sequence[Tensor], group_size: int,
+    completion_ids: Tensor, completion_mask: Tensor,
+) -> Tensor:  # fmt: skip
+    """Logits [P*G, T, V] predicting each completion token, prompt and image as context."""
+    rows = expand_rows(prompt_inputs, group_size)
+    ids = torch.cat([rows["input_ids"], completion_ids], dim=1)
+    attention = torch.cat([rows["attention_mask"], completion_mask.to(rows["attention_mask"])], 1)
+    extra = {"image_grid_thw": rows["image_grid_thw"]}
+    if "mm_token_type_ids" in rows:
+        extra["mm_token_type_ids"] = torch.cat(
+            [rows["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1
+        )
+    t = completion_ids.shape[1]
+    out = model(
+        input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=t + 1,
+        mm_encoder_outputs={"image": repeat_features(features, group_size)}, **extra,
+    )  # fmt: skip
+    return out.logits[:, :-1]
+
+
+def token_logprobs(logits: Tensor, ids: Tensor) -> Tensor:
+    """log p(ids[b, t]) = logits[b, t, ids] - logsumexp_v logits[b, t, v], in float32."""
+    logits = logits.float()
+    return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from omniquality_r.data.records import TASKS
+from omniquality_r.data.synthetic import DISTORTIONS, SAMPLERS, sample_rng
+from omniquality_r.models import perception
+from omniquality_r.models.loading import load_model, resolve_model_path
+from omniquality_r.models.perception import (
+    IGNORE,
+    LABELS,
+    PerceptionHead,
+    PerceptionStream,
+    auc,
+    label_vector,
+    labels_of,
+    perception_loss,
+    perception_metrics,
+    task_counts,
+    technical_metrics,
+)
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+NO_DISTORTION = {f"distortion/{d}": 0 for d in DISTORTIONS}
+
+
+def test_technical_labels_are_the_levels():
+    levels = dict.fromkeys(DISTORTIONS, 0) | {"blur": 3, "jpeg": 1}
+    labels = labels_of("technical", {"levels": levels, "distortions": ["blur", "jpeg"]})
+    assert labels == NO_DISTORTION | {"distortion/blur": 3, "distortion/jpeg": 1}
+
+
+def test_aesthetic_labels_are_level_indices_and_exposure_is_a_distortion():
+    factors = {"placement": "thirds", "harmony": "clashing", "clutter": 5, "exposure": -2,
+               "background": 0, "palette": "clashing"}  # fmt: skip
+    assert labels_of("aesthetic", factors) == NO_DISTORTION | {
+        "distortion/underexposure": 3,  # 2 stops under = technical level 2 * 2 - 1
+        "aesthetic/placement": 2, "aesthetic/harmony": 0, "aesthetic/clutter": 1,
+        "aesthetic/background": 3, "aesthetic/exposure": 0,  # stops -2..2 -> classes 0..4
+    }  # fmt: skip
+    over = labels_of("aesthetic", factors | {"exposure": 1})
+    assert over["distortion/overexposure"] == 1 and over["aesthetic/exposure"] == 3
+
+
+def test_alignment_labels_describe_what_is_rendered_per_region():
+    objects = [
+        {"prompt": {"shape": "star", "colour": "red", "count": 2, "position": "left"},
+         "rendered": {"shape": "ring", "colour": "blue", "count": 3, "position": "top"}},
+        {"prompt": {"shape": "circle", "colour": "white", "count": 1, "position": "right"},
+         "rendered": None},
+    ]  # fmt: skip
+    labels = labels_of("alignment", {"objects": objects})
+    assert labels == NO_DISTORTION | {
+        "object/top/colour": 2, "object/top/shape": 4, "object/top/count": 3,
+        "object/left/count": 0, "object/right/count": 0, "object/bottom/count": 0,
+        "object/centre/count": 0,
+    }  # fmt: skip
+    vector = label_vector(labels)
+    assert vector.shape == (len(LABELS),)
+    assert vector[list(LABELS).index("object/left/colour")] == IGNORE
+    assert vector[list(LABELS).index("aesthetic/harmony")] == IGNORE
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_sampler_yields_valid_labels(task):
+    for i in range(5):
+        vector = label_vector(labels_of(task, SAMPLERS[task](sample_rng(0, task, i), 56).factors))
+        assert all(v == IGNORE or 0 <= v < n for v, n in zip(vector, LABELS.values()))
+
+
+def test_head_gives_one_logit_row_per_label_and_the_loss_skips_absent_labels():
+    head = PerceptionHead(in_dim=32, n_tokens=16, width=24)
+    logits = head(torch.randn(3, 16, 32))
+    assert {k: tuple(v.shape) for k, v in logits.items()} == {k: (3, n) for k, n in LABELS.items()}
+    labels = torch.full((3, len(LABELS)), IGNORE)
+    labels[:, : len(DISTORTIONS)] = 0  # only distortion labels: one task term
+    loss, terms = perception_loss(logits, labels, dict.fromkeys(TASKS, 1.0))
+    assert set(terms) == {"technical"} and torch.isfinite(loss)
+    loss.backward()
+
+
+def test_task_counts_and_stream_batches_are_deterministic():
+    assert task_counts(10, {"technical": 2, "aesthetic": 1, "alignment": 1}) == {
+        "technical": 5, "aesthetic": 3, "alignment": 2} or sum(
+        task_counts(10, {"technical": 2, "aesthetic": 1, "alignment": 1}).values()) == 10
+    assert task_counts(64, {"technical": 2, "aesthetic": 1, "alignment": 1}) == {
+        "technical": 32, "aesthetic": 16, "alignment": 16}  # fmt: skip
+
+
+def test_auc_and_technical_metrics_of_perfect_predictions():
+    assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([False, False, True, True])) == 0.75
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 5, (40, len(DISTORTIONS)))
+    labels = np.full((40, len(LABELS)), IGNORE)
+    labels[:, : len(DISTORTIONS)] = levels
+    probs = {f"distortion/{d}": np.eye(5)[levels[:, i]] for i, d in enumerate(DISTORTIONS)}
+    m = technical_metrics(probs, labels)
+    assert m["mean_srcc"] == pytest.approx(1) and m["mean_auc"] == 1 and m["mos_srcc"] > 0.99
+    tasks = np.full(40, TASKS.index("technical"))
+    assert set(perception_metrics(probs, labels, tasks)) == {"technical"}

@@ -1,0 +1,72 @@
+"""The GRPO module on the tiny model: deterministic steps, the filter and gate acting."""
+
+import copy
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from omniquality_r.data.synthetic import generate_synthetic
+from omniquality_r.modules.grpo import GRPOModule, GRPOSettings
+from omniquality_r.rewards import RewardParts, gaussian_reward
+
+INSTRUCTIONS = {"technical": "Rate.", "aesthetic": "Rate.", "alignment": 'Match "{prompt}"?'}
+
+
+def digit_share_reward(completions, mos, group_ids, datasets):
+    """A reward with spread on an untrained model: the share of digits in the completion."""
+    acc = torch.tensor([sum(c.isdigit() for c in t) / max(len(t), 1) for t in completions])
+    return RewardParts(torch.zeros_like(acc), acc)
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    return generate_synthetic(tmp_path_factory.mktemp("syn"), n_per_task=2)[:4]
+
+
+def run_steps(tiny_model, records, reward_fn, steps=1, **settings):
+    model, processor = tiny_model
+    policy = copy.deepcopy(model).train()
+    defaults = dict(group_size=4, micro_batch_prompts=1, lr=1e-3, kl_type="k3", kl_beta=0.1,
+                    generation={"do_sample": True, "temperature": 1.0, "top_k": 0,
+                                "max_new_tokens": 10}, total_steps=steps)  # fmt: skip
+    module = GRPOModule(
+        policy, processor, reward_fn=reward_fn, instructions=INSTRUCTIONS, system_prompt="SYS",
+        settings=GRPOSettings(**{**defaults, **settings}),
+        ref_model=copy.deepcopy(model).eval().requires_grad_(False),
+    )
+    trainer = L.Trainer(max_steps=steps, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    L.seed_everything(0)
+    loader = torch.utils.data.DataLoader(records, batch_size=2, collate_fn=list)
+    trainer.fit(module, loader)
+    return module, trainer.callback_metrics
+
+
+def test_grpo_step_is_deterministic_and_updates_the_policy(tiny_model, records):
+    a, ma = run_steps(tiny_model, records, digit_share_reward)
+    b, mb = run_steps(tiny_model, records, digit_share_reward)
+    assert float(ma["train/loss/policy"]) == float(mb["train/loss/policy"])
+    assert float(ma["train/reward/total_std"]) > 0
+    before = dict(tiny_model[0].named_parameters())
+    moved = [n for n, p in a.model.named_parameters() if not torch.equal(p, before[n])]
+    assert moved and all(torch.equal(p, dict(b.model.named_parameters())[n])
+                         for n, p in a.model.named_parameters())  # fmt: skip
+    assert float(ma["train/kl/k3"]) >= 0
+
+
+def test_std_filter_drops_collapsed_groups(tiny_model, records):
+    # An untrained model never writes a parsable answer: every accuracy reward is 0.
+    module, metrics = run_steps(tiny_model, records, gaussian_reward, filter_enabled=True)
+    assert float(metrics["train/filter/dropped_frac"]) == 1.0
+    before = dict(tiny_model[0].named_parameters())
+    assert all(torch.equal(p, before[n]) for n, p in module.model.named_parameters())
+
+
+def test_entropy_gate_keeps_about_rho_of_the_tokens(tiny_model, records):
+    _, metrics = run_steps(tiny_model, records, digit_share_reward, gate_enabled=True,
+                           gate_rho=0.25)  # fmt: skip
+    kept = float(metrics["train/gate/kept_frac"])
+    assert 0.25 <= kept <= 0.25 + 1 / 10 + 1e-6  # ceil(rho * T) of T <= 10 valid tokens
+    assert math.isfinite(float(metrics["train/entropy/mean"]))
