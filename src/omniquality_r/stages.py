@@ -25,7 +25,7 @@ from .cot.stage import make_teacher, write_cot
 from .data.build import build_splits
 from .data.collate import collate_sft
 from .data.records import Record, from_row
-from .eval.evaluate import flat_metrics, predict, print_tables, write_report
+from .eval.evaluate import flat_metrics, json_safe, predict, print_tables, write_report
 from .models.loading import (
     apply_lora,
     count_parameters,
@@ -49,6 +49,8 @@ from .scoring import (
 )
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"  # every training stage saves its Hugging Face folder as <run>/checkpoint
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -80,10 +82,14 @@ def data_splits(cfg: DictConfig):
 
 
 def configured_model(cfg: DictConfig, path: str | None = None):
-    """The configured model (or the checkpoint at `path`) and its processor."""
+    """The configured model (or the checkpoint at `path`) and its processor. A stage's run
+    folder stands for its checkpoint (`init_from=<run>/sft` = `<run>/sft/checkpoint`)."""
     m = cfg.model
     spec = OmegaConf.to_container(m.spec, resolve=True) if m.spec else None
-    resolved = resolve_model_path(m.name, path or cfg.init_from or m.path,
+    path = path or cfg.init_from or m.path
+    if path and (Path(path) / CHECKPOINT / "config.json").is_file():
+        path = str(Path(path) / CHECKPOINT)
+    resolved = resolve_model_path(m.name, path,
                                   str(Path(cfg.paths.cache) / "models"), spec,
                                   perception_settings(cfg))  # fmt: skip
     model, processor = load_model(
@@ -232,14 +238,14 @@ def grpo_stage(cfg: DictConfig) -> dict:
     start = time.time()
     trainer.fit(module, loader, val_loader)
     wall = time.time() - start
-    save_checkpoint(module.model, processor, out / "grpo")
+    save_checkpoint(module.model, processor, out / CHECKPOINT)
     summary = {
         "steps": trainer.global_step, "wall_s": wall, "skipped_images": module.skipped_images,
         **{k: float(v) for k, v in trainer.callback_metrics.items()},
     }
-    (out / "grpo" / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    (out / CHECKPOINT / "train_summary.json").write_text(json.dumps(summary, indent=2))
     finish_logging(trainer)
-    log.info("GRPO: %d steps in %.0f s; checkpoint %s", trainer.global_step, wall, out / "grpo")
+    log.info("GRPO: %d steps in %.0f s; checkpoint %s", trainer.global_step, wall, out / CHECKPOINT)
     return summary
 
 
@@ -366,7 +372,93 @@ def pretrain_stage(cfg: DictConfig) -> dict:
     return report
 
 
+# name, stage config key under stage=pipeline, algo key (grpo), step whose checkpoint it starts from
+PIPELINE = (
+    ("eval_untrained", "eval", None, None),
+    ("cot", "cot", None, None),
+    ("sft", "sft", None, None),
+    ("eval_sft", "eval", None, "sft"),
+    ("grpo_stage1", "grpo1", "algo1", "sft"),
+    ("eval_grpo_stage1", "eval", None, "grpo_stage1"),
+    ("grpo_stage2", "grpo2", "algo2", "grpo_stage1"),
+    ("eval_grpo_stage2", "eval", None, "grpo_stage2"),
+)
+DONE = "done.json"
+
+
+def _step_config(
+    cfg: DictConfig, folder: Path, key: str, algo: str | None, start: Path | None
+) -> DictConfig:
+    sub = copy.deepcopy(cfg)
+    OmegaConf.set_struct(sub, False)
+    sub.stage = cfg.stage[key]
+    sub.paths.output_dir = str(folder)
+    if algo:
+        sub.algo = cfg.stage[algo]
+    if start:
+        sub.init_from = str(start / CHECKPOINT)
+    return sub
+
+
+def pipeline_stage(cfg: DictConfig) -> dict:
+    """Every stage in one run folder, each step in <run>/<step>/; finished steps (done.json)
+    are skipped unless listed in stage.redo. Ends with the SRCC/PLCC table per model."""
+    run = Path(cfg.stage.run_dir) if cfg.stage.run_dir else output_dir(cfg)
+    redo = set(cfg.stage.redo or ())
+    summary: dict[str, dict] = {}
+    for name, key, algo, start in PIPELINE:
+        folder = run / name
+        done = folder / DONE
+        if done.is_file() and not ({name, "all"} & redo):
+            log.info("pipeline: %s already done, skipped (stage.redo=[%s] reruns it)", name, name)
+            summary[name] = json.loads(done.read_text())
+            continue
+        sub = _step_config(cfg, folder, key, algo, start and run / start)
+        if name == "sft":
+            sub.stage.cot_path = str(run / "cot" / "cot.jsonl")
+        log.info("pipeline: %s (stage=%s%s)", name, sub.stage.name,
+                 f", init_from={sub.init_from}" if start else "")  # fmt: skip
+        t0 = time.time()
+        seed_everything(cfg.seed, workers=True)
+        result = STAGES[sub.stage.name](sub)
+        summary[name] = {"wall_s": time.time() - t0, "result": json_safe(result)}
+        done.write_text(json.dumps(summary[name], indent=2))
+    table = pipeline_table(summary)
+    print(table)
+    (run / "summary.md").write_text(table + "\n")
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def pipeline_table(summary: dict[str, dict]) -> str:
+    """Per task SRCC / PLCC (greedy and expectation read-outs) of each evaluated model."""
+    lines = ["| model | task | SRCC | PLCC | SRCC (exp.) | PLCC (exp.) | parse | wall s |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, step in summary.items():
+        if not name.startswith("eval_"):
+            continue
+        metrics = step["result"]
+        pooled = {r: {row["task"]: row for row in rows if row["dataset"] == "all"}
+                  for r, rows in metrics.items()}  # fmt: skip
+        trained = name.removeprefix("eval_")
+        wall = summary.get(trained, {}).get("wall_s")
+        for task, g in pooled.get("greedy", {}).items():
+            e = pooled.get("expectation", {}).get(task, {})
+            lines.append(
+                f"| {trained} | {task} | {_f(g['srcc'])} | {_f(g['plcc'])} | {_f(e.get('srcc'))} "
+                f"| {_f(e.get('plcc'))} | {_f(g['parse_rate'])} | "
+                f"{'' if wall is None else f'{wall:.0f}'} |"
+            )
+    return "\n".join(lines)
+
+
+def _f(value) -> str:
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    return "-" if missing else f"{value:.3f}"
+
+
 STAGES: dict[str, Callable[[DictConfig], dict]] = {
+    "pipeline": pipeline_stage,
     "pretrain": pretrain_stage,
     "cot": cot_stage,
     "sft": sft_stage,

@@ -81,12 +81,22 @@ def test_head_gives_one_logit_row_per_label_and_the_loss_skips_absent_labels():
     loss.backward()
 
 
-def test_task_counts_and_stream_batches_are_deterministic():
-    assert task_counts(10, {"technical": 2, "aesthetic": 1, "alignment": 1}) == {
-        "technical": 5, "aesthetic": 3, "alignment": 2} or sum(
-        task_counts(10, {"technical": 2, "aesthetic": 1, "alignment": 1}).values()) == 10
-    assert task_counts(64, {"technical": 2, "aesthetic": 1, "alignment": 1}) == {
-        "technical": 32, "aesthetic": 16, "alignment": 16}  # fmt: skip
+def test_task_counts_split_a_batch_by_the_mix():
+    mix = {"technical": 2, "aesthetic": 1, "alignment": 1}
+    assert task_counts(64, mix) == {"technical": 32, "aesthetic": 16, "alignment": 16}
+    assert task_counts(10, mix) == {"technical": 5, "aesthetic": 3, "alignment": 2}
+
+
+def test_stream_batches_depend_only_on_seed_and_index(tiny_model):
+    image_processor = tiny_model[1].image_processor
+    mix = {"technical": 1, "alignment": 1}
+    a = PerceptionStream(image_processor, 112, 4, mix, seed=1).batch(3)
+    b = PerceptionStream(image_processor, 112, 4, mix, seed=1).batch(3)
+    c = PerceptionStream(image_processor, 112, 4, mix, seed=2).batch(3)
+    assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["labels"], b["labels"])
+    assert not torch.equal(a["pixel_values"], c["pixel_values"])
+    assert a["tasks"].tolist() == [TASKS.index("technical")] * 2 + [TASKS.index("alignment")] * 2
+    assert a["pixel_values"].shape == (4 * 64, 1176) and a["grid_thw"].tolist() == [[1, 8, 8]] * 4
 
 
 def test_auc_and_technical_metrics_of_perfect_predictions():

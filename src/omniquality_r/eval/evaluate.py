@@ -79,13 +79,14 @@ def metric_rows(rows: Sequence[dict], readout: str) -> list[dict]:
     )
 
 
-def _json_safe(value):
+def json_safe(value):
+    """`value` with non-finite floats as None, so metrics.json stays strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -102,7 +103,7 @@ def write_report(
         writer.writerows(rows)
     metrics = {r: metric_rows(rows, r) for r in readouts}
     (out / "metrics.json").write_text(
-        json.dumps(_json_safe({"metrics": metrics, "skipped": list(skipped)}), indent=2)
+        json.dumps(json_safe({"metrics": metrics, "skipped": list(skipped)}), indent=2)
     )
     scatter_plot(rows, readouts, out / "scatter.png")
     return metrics
