@@ -41,6 +41,21 @@ def test_trajectories_are_valid_reproducible_and_varied(task):
 
 
 @pytest.mark.parametrize("task", list(SAMPLERS))
+def test_brief_reasoning_drops_the_evidence_but_keeps_verdicts_and_scores(task):
+    items, _ = synthetic_items(task, 2)
+    brief = AnalystTeacher(temperature=1.0, judgement_sd=SD, evidence=False)
+    short, full = brief.sample(items, k=3, seed=0), teacher().sample(items, k=3, seed=0)
+    for s_texts, f_texts in zip(short, full):
+        assert scores(s_texts) == scores(f_texts)  # same judgements, fewer words
+        for s_text, f_text in zip(s_texts, f_texts):
+            reasoning = parse_trajectory(s_text)[1]
+            assert len(reasoning) < len(parse_trajectory(f_text)[1])
+            assert reasoning.split(". ")[-1] == parse_trajectory(f_text)[1].split(". ")[-1]
+    if task == "technical":
+        assert parse_trajectory(short[0][0])[1].startswith("Sharpness: ")
+
+
+@pytest.mark.parametrize("task", list(SAMPLERS))
 def test_mean_proposal_tracks_mos(task):
     items, mos = synthetic_items(task, 40)
     means = [np.mean(scores(texts)) for texts in teacher().sample(items, k=4, seed=0)]

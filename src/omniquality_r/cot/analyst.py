@@ -58,16 +58,19 @@ def grade(value: float, knots: tuple[float, ...], grades=DEFECT_SCALE) -> float:
 @dataclass(frozen=True)
 class Criterion:
     """One judged aspect: `text` holds the evidence and one `{}` for the verbal verdict,
-    chosen from `labels` (worst to best) by the trajectory's grade."""
+    chosen from `labels` (worst to best) by the trajectory's grade; `brief` is the same
+    sentence without the measured evidence ("Sharpness: {}.")."""
 
     name: str
     text: str
     grade: float
     labels: tuple[str, ...]
     weight: float = 1.0
+    brief: str = ""
 
-    def say(self, g: float) -> str:
-        return self.text.format(self.labels[min(int(g * len(self.labels)), len(self.labels) - 1)])
+    def say(self, g: float, evidence: bool = True) -> str:
+        template = self.text if evidence or not self.brief else self.brief
+        return template.format(self.labels[min(int(g * len(self.labels)), len(self.labels) - 1)])
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ class Assessment:
 
 def _defect(name: str, evidence: str, g: float, labels: tuple[str, ...]) -> Criterion:
     return Criterion(name, f"{name.capitalize()}: {evidence}, so the image is {{}}.", g, labels,
-                     DEFECT_WEIGHTS[name])  # fmt: skip
+                     DEFECT_WEIGHTS[name], f"{name.capitalize()}: {{}}.")  # fmt: skip
 
 
 def assess_technical(x: np.ndarray) -> Assessment:
@@ -148,23 +151,26 @@ def assess_aesthetic(x: np.ndarray) -> Assessment:
     w = AESTHETIC_WEIGHTS
     criteria = (
         Criterion("placement", f"Placement: {place_text}, which is {{}}.", place_grade,
-                  ("poor composition", "plain composition", "good composition"), w["placement"]),
+                  ("poor composition", "plain composition", "good composition"), w["placement"],
+                  "Placement: {}."),
         Criterion("harmony", f"Colour: the background has saturation "
                   f"{comp.background_saturation:.2f} and the subject's hue is "
                   f"{360 * hue_gap:.0f} degrees from it, so the palette is {{}}.",
                   grade(comp.background_saturation, *HARMONY_KNOTS),
-                  ("clashing", "somewhat harsh", "harmonious"), w["harmony"]),
+                  ("clashing", "somewhat harsh", "harmonious"), w["harmony"], "Colour: {}."),
         Criterion("clutter", f"Clutter: {n_clutter} distracting shape(s) besides the subject, "
                   "so the frame is {}.", max(0.0, 1 - n_clutter / MAX_CLUTTER),
-                  ("cluttered", "busy", "a little busy", "clean"), w["clutter"]),
+                  ("cluttered", "busy", "a little busy", "clean"), w["clutter"], "Clutter: {}."),
         Criterion("exposure", f"Exposure: the background's brightness is "
                   f"{comp.background_value:.2f}, about {stops:+.1f} stops from normal, so it "
                   "is {}.", 1 - min(abs(stops), 2.0) / 2,
-                  ("badly exposed", "somewhat off", "well exposed"), w["exposure"]),
+                  ("badly exposed", "somewhat off", "well exposed"), w["exposure"],
+                  "Exposure: {}."),
         Criterion("background", f"Background: its texture varies by "
                   f"{comp.background_texture:.3f} in log brightness, so it is {{}}.",
                   grade(comp.background_texture, *TEXTURE_KNOTS),
-                  ("busy", "somewhat busy", "calm", "smooth"), w["background"]),
+                  ("busy", "somewhat busy", "calm", "smooth"), w["background"],
+                  "Background: {}."),
     )  # fmt: skip
     plan = ("Find the main subject and judge its placement, the colour harmony of subject "
             "and background, clutter from other shapes, exposure, and how busy the "
@@ -185,9 +191,11 @@ def assess_alignment(x: np.ndarray, prompt: str) -> Assessment:
         seen = f"I find {got.phrase()}" if got else "I find nothing that fits"
         for i, element in enumerate(align.ELEMENTS):
             lead = f'For "{want.phrase()}" {seen}: ' if i == 0 else ""
+            short = f'"{want.phrase()}": ' if i == 0 else ""
             end = "." if i == len(align.ELEMENTS) - 1 else ","
             criteria.append(Criterion(element, f"{lead}{element} {{}}{end}",
-                                      float(satisfied[element]), ELEMENT_LABELS))  # fmt: skip
+                                      float(satisfied[element]), ELEMENT_LABELS,
+                                      brief=f"{short}{element} {{}}{end}"))  # fmt: skip
     groups = "; ".join(w.phrase() for w in wanted)
     plan = (f"The prompt names {len(wanted)} object group(s): {groups}. For each, look for "
             "objects of that colour, check their shape, count them and check their region; "
@@ -206,12 +214,15 @@ def assess(item: TeacherItem) -> Assessment:
     raise ValueError(f"the analyst has no rubric for task {item.task!r}")
 
 
-def trajectory(a: Assessment, rng: np.random.Generator, spread: float) -> str:
-    """One sampled `<plan>..</plan><think>..</think><answer>s.ss</answer>` (module docstring)."""
+def trajectory(
+    a: Assessment, rng: np.random.Generator, spread: float, evidence: bool = True
+) -> str:
+    """One sampled `<plan>..</plan><think>..</think><answer>s.ss</answer>` (module docstring);
+    without `evidence` each criterion is only named with its verdict."""
     base = np.array([c.grade for c in a.criteria])
     grades = np.clip(base + rng.normal(0.0, spread, base.shape), 0.0, 1.0)
     score = min(max(a.score(grades), 0.0), 5.0)
-    sentences = [c.say(g) for c, g in zip(a.criteria, grades)]
+    sentences = [c.say(g, evidence) for c, g in zip(a.criteria, grades)]
     sentences.append(f"Weighing this, the {a.topic} is {VERDICTS[min(int(score), 5)]}.")
     return f"<plan>{a.plan}</plan><think>{' '.join(sentences)}</think><answer>{score:.2f}</answer>"
 
@@ -227,12 +238,16 @@ class AnalystTeacher:
 
     name = "analyst"
 
-    def __init__(self, *, temperature: float, judgement_sd: dict[str, float]):
+    def __init__(
+        self, *, temperature: float, judgement_sd: dict[str, float], evidence: bool = True
+    ):
         self.spread = {task: temperature * sd for task, sd in judgement_sd.items()}
+        self.evidence = evidence
 
     def sample(self, items: list[TeacherItem], k: int, seed: int) -> list[list[str]]:
         out = []
         for item in items:
             a, rng = assess(item), item_rng(seed, item.key)
-            out.append([trajectory(a, rng, self.spread[item.task]) for _ in range(k)])
+            out.append([trajectory(a, rng, self.spread[item.task], self.evidence)
+                        for _ in range(k)])
         return out

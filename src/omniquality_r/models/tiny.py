@@ -150,7 +150,9 @@ def tiny_config(tokenizer, *, text: dict, vision: dict) -> Qwen2_5_VLConfig:
 
 
 def spec_hash(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    """Hash of the spec and of the tokenizer corpus, so a change to either builds anew."""
+    payload = json.dumps(spec, sort_keys=True) + "\n".join(_corpus_lines())
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def build_tiny(cache_dir: str | Path, spec: dict) -> Path:
