@@ -57,22 +57,30 @@ def test_expectation_readout_weights_digit_probabilities(tiny_model):
     model, processor = tiny_model
     tok = processor.tokenizer
     inputs = encode_prompts(processor, _items(), INSTRUCTIONS, "SYS")
-    texts = ["<think>x</think><answer>3.33</answer>", "<think>x</think><answer>oops</answer>"]
+    texts = ["<think>x</think><answer>3.47</answer>", "<think>x</think><answer>oops</answer>"]
     rows = [[*tok(t).input_ids, tok.eos_token_id] for t in texts]
     width = max(map(len, rows))
     completion = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
-    three = tok.convert_tokens_to_ids("3")
-    head = model.lm_head.weight
-    saved = head[three].clone()
-    try:
-        with torch.no_grad():  # make "3" overwhelmingly likely at every position
-            head[three] = head[three] * 0 + 100 * head.mean(0).sign()
-        scores = read_scores([], "expectation", model=model, processor=processor,
-                             inputs=inputs, completion_ids=completion)  # fmt: skip
-    finally:
-        with torch.no_grad():
-            head[three] = saved
-    assert scores[0] == pytest.approx(3.33, abs=1e-3)
+    scores = read_scores([], "expectation", model=model, processor=processor, inputs=inputs,
+                         completion_ids=completion)  # fmt: skip
+    # Peer computation on the first row: softmax over the digits at each digit's position.
+    mask = torch.cat([inputs["attention_mask"][:1], torch.ones(1, len(rows[0]))], 1).long()
+    mm = torch.cat([inputs["mm_token_type_ids"][:1], torch.zeros(1, len(rows[0]))], 1).long()
+    n_patches = int(inputs["image_grid_thw"][0].prod())
+    with torch.no_grad():
+        logits = model(input_ids=torch.cat([inputs["input_ids"][:1], torch.tensor([rows[0]])], 1),
+                       attention_mask=mask, mm_token_type_ids=mm,
+                       pixel_values=inputs["pixel_values"][:n_patches],
+                       image_grid_thw=inputs["image_grid_thw"][:1]).logits[0]  # fmt: skip
+    digits = [tok.convert_tokens_to_ids(str(d)) for d in range(10)]
+    prompt_len = inputs["input_ids"].shape[1]
+    positions = [i for i, t in enumerate(rows[0]) if t in digits[3:4] + digits[4:5] + digits[7:8]]
+    expected = 0.0
+    for place, (pos, n) in enumerate(zip(positions, (6, 10, 10))):
+        p = logits[prompt_len + pos - 1, digits[:n]].softmax(-1)
+        expected += float((p * torch.arange(n)).sum()) / 10**place
+    assert scores[0] == pytest.approx(expected, abs=1e-4)
+    assert 0.0 <= scores[0] <= 5.99
     assert math.isnan(scores[1])
 
 

@@ -1,0 +1,155 @@
+"""notebooks/analysis.ipynb and omniquality_r.analysis on real outputs: a two-seed eval sweep and
+a two-step GRPO job of the untrained tiny model (run.py -m), and Lightning's own loggers."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from omniquality_r.analysis import (
+    ablation_table,
+    collect_runs,
+    load_predictions,
+    load_samples,
+    training_curves,
+    variant_columns,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"
+TASKS = ("aesthetic", "alignment", "technical")
+METRICS = {f"{r}/{t}/{m}" for r in ("greedy", "expectation") for t in TASKS
+           for m in ("srcc", "plcc", "parse_rate")}  # fmt: skip
+FIGURES = {"ablation.csv", "ablation.png", "scatter.png", "traces.png"}
+
+
+def run_sweep(*overrides: str) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", *overrides], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory) -> Path:
+    """<tmp>/sweeps/eval: stage=eval over seed=0,1; <tmp>/sweeps/grpo: one GRPO job, 2 steps."""
+    tmp = tmp_path_factory.mktemp("analysis")
+    common = ["data.sources.synthetic.n_per_task=20", "decoding.max_new_tokens=8",
+              f"paths.cache={tmp / 'cache'}"]  # fmt: skip
+    run_sweep("stage=eval", "experiment=tiny_smoke", "seed=0,1", "stage.max_per_task=3", *common,
+              f"hydra.sweep.dir={tmp / 'sweeps' / 'eval'}")  # fmt: skip
+    run_sweep("stage=grpo", "stage.max_steps=2", "stage.episodes=1", "stage.val_per_task=1",
+              "stage.sample_log_every=1", "algo.group_size=2", "algo.prompts_per_step=2",
+              "algo.generation.max_new_tokens=8", "algo.gate.enabled=true", *common,
+              f"hydra.sweep.dir={tmp / 'sweeps' / 'grpo'}")  # fmt: skip
+    return tmp / "sweeps"
+
+
+def execute_notebook(sweep_dir: Path) -> str:
+    """Run the notebook headless with SWEEP_DIR injected after its parameters cell (as
+    papermill does); the text of its outputs."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(
+        f"SWEEP_DIR = {str(sweep_dir)!r}", metadata={"tags": ["injected-parameters"]}))  # fmt: skip
+    NotebookClient(nb, kernel_name="python3", timeout=300,
+                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()  # fmt: skip
+    return "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)  # fmt: skip
+
+
+def figures(sweep_dir: Path) -> set[str]:
+    files = list((sweep_dir / "figures").iterdir())
+    assert all(f.stat().st_size > 500 for f in files)
+    return {f.name for f in files}
+
+
+@pytest.mark.slow
+def test_notebook_on_eval_sweep(sweeps):
+    text = execute_notebook(sweeps / "eval")
+    assert figures(sweeps / "eval") == FIGURES
+    assert "no training curves" in text and "no GRPO samples" in text
+    assert "technical/srcc" in text and "technical/plcc" in text  # the ablation table
+    table = pd.read_csv(sweeps / "eval" / "figures" / "ablation.csv", header=[0, 1], index_col=0)
+    assert list(table.index) == ["all"]
+    assert {m for m, _ in table.columns} == METRICS
+    assert table[("greedy/technical/parse_rate", "count")].item() == 2  # both seeds
+
+
+@pytest.mark.slow
+def test_notebook_on_folder_of_sweeps(sweeps):
+    text = execute_notebook(sweeps)
+    assert figures(sweeps) == FIGURES | {"curves.png", "grpo_samples.png"}
+    assert "no training curves" not in text and "no GRPO samples" not in text
+
+
+@pytest.mark.slow
+def test_collect_runs_and_ablation_table(sweeps):
+    runs = collect_runs(sweeps)
+    assert list(runs.job) == ["eval/0", "eval/1"]  # the GRPO job has no metrics.json
+    assert list(runs.seed) == [0, 1] and set(runs["stage.max_per_task"]) == {3}
+    assert set(runs.columns) >= METRICS and set(runs.report) == {"."}
+    assert runs["greedy/technical/parse_rate"].between(0, 1).all()
+    assert variant_columns(runs) == []
+    table = ablation_table(runs)
+    assert list(table.index) == ["all"]
+    pooled = table[("greedy/aesthetic/parse_rate", "mean")].item()
+    assert pooled == pytest.approx(runs["greedy/aesthetic/parse_rate"].mean())
+    per_seed = ablation_table(runs, by=["seed"])
+    assert list(per_seed.index) == ["0", "1"]
+    assert (per_seed.xs("count", axis=1, level=1)[sorted(METRICS)].max() <= 1).all()
+
+
+@pytest.mark.slow
+def test_training_curves_and_samples(sweeps):
+    curves = training_curves(sweeps)
+    grpo = curves[curves.job == "grpo/0"]
+    assert {"train/reward/total", "train/gate/kept_frac", "train/filter/dropped_frac"} <= set(
+        grpo.metric)  # fmt: skip
+    assert sorted(grpo[grpo.metric == "train/reward/total"].step) == [0, 1]
+    assert set(grpo.log) == {"logs/version_0"}
+    assert curves[curves.job == "eval/0"].metric.str.startswith("test/").all()
+    samples = load_samples(sweeps / "grpo" / "0")
+    assert len(samples) == 2 * 2 * 2  # steps x prompts x group
+    assert {"step", "id", "task", "mos", "completion", "reward", "advantage"} <= set(samples)
+    assert samples.image.map(lambda p: Path(p).is_file()).all()
+    assert load_samples(sweeps / "eval" / "0").empty
+
+
+@pytest.mark.slow
+def test_load_predictions(sweeps):
+    preds = load_predictions(sweeps / "eval" / "0")
+    assert 0 < len(preds) <= 9 and set(preds.task) <= set(TASKS)
+    assert preds.score_greedy.dtype == float and preds.prompt.map(type).eq(str).all()
+    for row in preds.itertuples():
+        assert Path(row.image).is_file() and row.image.endswith(row.id.split("/", 1)[1] + ".png")
+
+
+def test_training_curves_from_lightning_loggers(tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    loggers = [CSVLogger(save_dir=tmp_path / "csv", name="logs"),
+               WandbLogger(project="test", save_dir=tmp_path / "wandb", offline=True)]  # fmt: skip
+    for logger in loggers:
+        for step in range(3):
+            logger.log_metrics({"train/reward/total": step / 2}, step=step)
+        logger.log_metrics({"val/technical/srcc": 0.5}, step=2)
+        logger.finalize("success")
+    loggers[1].experiment.finish()
+    curves = training_curves(tmp_path)
+    assert set(curves.job) == {"csv", "wandb"}
+    for _, log in curves.groupby("job"):
+        assert sorted(zip(log.step, log.metric, log.value)) == [
+            (0, "train/reward/total", 0.0), (1, "train/reward/total", 0.5),
+            (2, "train/reward/total", 1.0), (2, "val/technical/srcc", 0.5)]  # fmt: skip
+
+
+def test_empty_folder(tmp_path):
+    assert collect_runs(tmp_path).empty and training_curves(tmp_path).empty
