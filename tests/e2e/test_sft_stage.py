@@ -52,7 +52,7 @@ def sft_run(tmp_path_factory):
 
 def test_sft_trains_validates_and_saves_a_loadable_checkpoint(sft_run):
     run_dir, n_train = sft_run
-    summary = json.loads((run_dir / "sft" / "train_summary.json").read_text())
+    summary = json.loads((run_dir / "checkpoint" / "train_summary.json").read_text())
     assert summary["steps"] == math.ceil(math.ceil(n_train / 4) / 2)  # accumulation 8 / 4
     assert summary["skipped"] == 0 and summary["samples"] == n_train
     expected = {"val/loss", "val/greedy/technical/all/srcc", "val/expectation/alignment/all/plcc"}
@@ -60,6 +60,6 @@ def test_sft_trains_validates_and_saves_a_loadable_checkpoint(sft_run):
     rows = list(csv.DictReader(next((run_dir / "logs").rglob("metrics.csv")).open()))
     assert sum(bool(r["val/loss"]) for r in rows) == 2  # after step 2, and the final one
     assert any(r["train/loss"] for r in rows)
-    model, processor = load_model(str(run_dir / "sft"))
+    model, processor = load_model(str(run_dir / "checkpoint"))
     assert model.config.model_type == "qwen2_5_vl" and processor.tokenizer.eos_token == "<|im_end|>"
 

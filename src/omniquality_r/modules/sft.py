@@ -146,11 +146,13 @@ class SFTModule(L.LightningModule):
         )
 
 
-def train_sft(module: SFTModule, trainer: L.Trainer, train_loader, val_loader, out_dir) -> dict:
-    """Fit; validate at the end unless the last step just did; save the Hugging Face checkpoint
-    (model + processor; LoRA: adapter + merged) and train_summary.json into `out_dir`."""
+def train_sft(module: SFTModule, trainer: L.Trainer, train_loader, val_loader, out_dir,
+              ckpt_path: str | None = None) -> dict:  # fmt: skip
+    """Fit (resuming from the Lightning checkpoint `ckpt_path` if given); validate at the end
+    unless the last step just did; save the Hugging Face checkpoint (model + processor; LoRA:
+    adapter + merged) and train_summary.json into `out_dir`."""
     start = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     train_s = time.perf_counter() - start - module.val_seconds  # fit time outside validation
     if val_loader is not None and module.validated_at != trainer.global_step:
         trainer.validate(module, val_loader, verbose=False)
