@@ -8,14 +8,18 @@ import functools
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning import seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from transformers.utils import logging as hf_logging
@@ -111,13 +115,27 @@ def trainable(cfg: DictConfig, model):
 
 
 def lightning_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
-    """A Lightning Trainer from the `trainer` group, the `logger` group and stage kwargs."""
+    """A Lightning Trainer from the `trainer` group, the `logger` group and stage kwargs. It
+    saves <run dir>/checkpoints/last.ckpt (overwritten, never last-v1.ckpt) every
+    `trainer.checkpoint_every_n_steps` optimiser steps and on an interrupt (SIGTERM, SLURM
+    preemption or timeout)."""
     t = cfg.trainer
+    checkpoint = ModelCheckpoint(dirpath=output_dir(cfg) / "checkpoints", save_top_k=0,
+                                 save_last=True, save_on_exception=True,
+                                 every_n_train_steps=t.checkpoint_every_n_steps,
+                                 enable_version_counter=False)  # fmt: skip
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         precision=t.precision, num_nodes=t.num_nodes, logger=instantiate(cfg.logger),
-        default_root_dir=str(output_dir(cfg)), enable_checkpointing=False, **kwargs,
+        default_root_dir=str(output_dir(cfg)), callbacks=[checkpoint], **kwargs,
     )  # fmt: skip
+
+
+def resume_path(trainer: L.Trainer) -> str | None:
+    """The last.ckpt an earlier run left in this run dir (a requeued SLURM job, a rerun with
+    more steps) for `fit(ckpt_path=...)`; None starts afresh."""
+    last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    return str(last) if last.exists() else None  # a folder under DeepSpeed
 
 
 def finish_logging(trainer: L.Trainer) -> None:
@@ -236,7 +254,7 @@ def grpo_stage(cfg: DictConfig) -> dict:
         num_sanity_val_steps=0, log_every_n_steps=1,
     )  # fmt: skip
     start = time.time()
-    trainer.fit(module, loader, val_loader)
+    trainer.fit(module, loader, val_loader, ckpt_path=resume_path(trainer))
     wall = time.time() - start
     save_checkpoint(module.model, processor, out / CHECKPOINT)
     summary = {
@@ -251,11 +269,13 @@ def grpo_stage(cfg: DictConfig) -> dict:
 
 def sft_stage(cfg: DictConfig) -> dict:
     """SFT on the CoT rows of `stage.cot_path` (train; val for loss and SRCC/PLCC);
-    saves a checkpoint and train_summary.json to <run>/sft."""
+    saves a checkpoint and train_summary.json to <run>/checkpoint."""
     s = cfg.stage
     rows = read_cot(s.cot_path)
     train = [r for r in rows if r["split"] == "train"]
     val = [r for r in rows if r["split"] == "val"]
+    if not train:
+        raise ValueError(f"{s.cot_path}: no rows of split 'train'")
     model, processor = configured_model(cfg)
     collate = functools.partial(collate_sft, processor, instructions=instructions_of(cfg),
                                 system_prompt=cfg.system_prompt, keep_plan=s.keep_plan,
@@ -284,7 +304,8 @@ def sft_stage(cfg: DictConfig) -> dict:
         trainer.val_check_interval = s.val.every_n_steps * trainer.accumulate_grad_batches
         trainer.check_val_every_n_epoch = None
     trainer.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    summary = train_sft(module, trainer, loader, val_loader, output_dir(cfg) / "sft")
+    summary = train_sft(module, trainer, loader, val_loader, output_dir(cfg) / CHECKPOINT,
+                        ckpt_path=resume_path(trainer))  # fmt: skip
     finish_logging(trainer)
     final = {k: v for k, v in summary["final"].items() if k == "val/loss" or k.endswith("all/srcc")}
     log.info("SFT: %d steps, %.1f samples/s; final %s", summary["steps"],
@@ -402,7 +423,8 @@ def _step_config(
 
 def pipeline_stage(cfg: DictConfig) -> dict:
     """Every stage in one run folder, each step in <run>/<step>/; finished steps (done.json)
-    are skipped unless listed in stage.redo. Ends with the SRCC/PLCC table per model."""
+    are skipped unless listed in stage.redo, an interrupted one resumes from its last
+    Lightning checkpoint. Ends with the SRCC/PLCC table per model."""
     run = Path(cfg.stage.run_dir) if cfg.stage.run_dir else output_dir(cfg)
     redo = set(cfg.stage.redo or ())
     summary: dict[str, dict] = {}
@@ -413,6 +435,8 @@ def pipeline_stage(cfg: DictConfig) -> dict:
             log.info("pipeline: %s already done, skipped (stage.redo=[%s] reruns it)", name, name)
             summary[name] = json.loads(done.read_text())
             continue
+        if done.is_file():  # redo: start the step afresh (an unfinished one resumes instead)
+            shutil.rmtree(folder)
         sub = _step_config(cfg, folder, key, algo, start and run / start)
         if name == "sft":
             sub.stage.cot_path = str(run / "cot" / "cot.jsonl")
@@ -475,4 +499,16 @@ def run_stage(cfg: DictConfig) -> dict:
         raise ValueError(f"unknown stage {name!r}; expected one of {sorted(STAGES)}")
     hf_logging.disable_progress_bar()
     seed_everything(cfg.seed, workers=True)
-    return STAGES[name](cfg)
+    metrics = STAGES[name](cfg)
+    write_job_summary(cfg, metrics)
+    return metrics
+
+
+@rank_zero_only
+def write_job_summary(cfg: DictConfig, metrics: dict) -> None:
+    """<run dir>/job_summary.json: the job's overrides and its stage's metrics, the one file
+    that every job of a sweep (multirun/<time>/<job num>/) leaves for a later collector."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    summary = {"stage": cfg.stage.name, "overrides": overrides, "metrics": json_safe(metrics)}
+    text = json.dumps(summary, indent=2, default=str)  # default: stray tensors, paths
+    (output_dir(cfg) / "job_summary.json").write_text(text)

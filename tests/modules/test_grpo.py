@@ -14,9 +14,9 @@ from omniquality_r.rewards import RewardParts, gaussian_reward
 INSTRUCTIONS = {"technical": "Rate.", "aesthetic": "Rate.", "alignment": 'Match "{prompt}"?'}
 
 
-def digit_share_reward(completions, mos, group_ids, datasets):
-    """A reward with spread on an untrained model: the share of digits in the completion."""
-    acc = torch.tensor([sum(c.isdigit() for c in t) / max(len(t), 1) for t in completions])
+def distinct_chars_reward(completions, mos, group_ids, datasets):
+    """A reward with spread on an untrained model: distinct characters of the completion."""
+    acc = torch.tensor([len(set(t)) / 20 for t in completions])
     return RewardParts(torch.zeros_like(acc), acc)
 
 
@@ -45,8 +45,8 @@ def run_steps(tiny_model, records, reward_fn, steps=1, **settings):
 
 
 def test_grpo_step_is_deterministic_and_updates_the_policy(tiny_model, records):
-    a, ma = run_steps(tiny_model, records, digit_share_reward)
-    b, mb = run_steps(tiny_model, records, digit_share_reward)
+    a, ma = run_steps(tiny_model, records, distinct_chars_reward)
+    b, mb = run_steps(tiny_model, records, distinct_chars_reward)
     assert float(ma["train/loss/policy"]) == float(mb["train/loss/policy"])
     assert float(ma["train/reward/total_std"]) > 0
     before = dict(tiny_model[0].named_parameters())
@@ -65,7 +65,7 @@ def test_std_filter_drops_collapsed_groups(tiny_model, records):
 
 
 def test_entropy_gate_keeps_about_rho_of_the_tokens(tiny_model, records):
-    _, metrics = run_steps(tiny_model, records, digit_share_reward, gate_enabled=True,
+    _, metrics = run_steps(tiny_model, records, distinct_chars_reward, gate_enabled=True,
                            gate_rho=0.25)  # fmt: skip
     kept = float(metrics["train/gate/kept_frac"])
     assert 0.25 <= kept <= 0.25 + 1 / 10 + 1e-6  # ceil(rho * T) of T <= 10 valid tokens
