@@ -18,7 +18,7 @@ from omniquality_r.best_of_n import (
     write_selection,
 )
 from omniquality_r.data.records import DataError
-from omniquality_r.scoring import ScoreResult
+from omniquality_r.scoring import QualityScorer
 
 NAN = math.nan
 
@@ -76,31 +76,19 @@ def test_collect_candidates_from_folders_and_manifest(tmp_path):
         collect_candidates(tmp_path / "cands" / "cat")
 
 
-class FakeScorer:
-    """Hand-set scores by image name; 'bad' images get an error."""
-
-    def __init__(self, table):
-        self.table = table
-
-    def score(self, images, task, prompts, **_):
-        return [{t: ScoreResult(im, t, p, error="unreadable" if "bad" in im else "",
-                                score=self.table.get((im.split("/")[-1], t), NAN))
-                 for t in task} for im, p in zip(images, prompts)]  # fmt: skip
-
-
-def test_select_and_write_outputs(tmp_path):
+def test_ranked_rows_write_ranking_and_winners(tmp_path):
     root = tmp_path / "cands"
     spec = [("p1", "x.png", "red"), ("p1", "y.png", "green"), ("p2", "z.png", "blue"),
             ("p2", "bad.png", "white")]  # fmt: skip
     ims = {n: _png(root / g / n, c) for g, n, c in spec}
-    table = {("x.png", "aesthetic"): 1.0, ("x.png", "technical"): 1.0,
-             ("y.png", "aesthetic"): 2.0, ("y.png", "technical"): 4.0,
-             ("z.png", "aesthetic"): 3.0, ("z.png", "technical"): 3.0}  # fmt: skip
-    rows = select(FakeScorer(table), collect_candidates(root), DEFAULT_WEIGHTS)
+    cands = collect_candidates(root)
+    by_name = {"x.png": (1.0, 1.0), "y.png": (2.0, 4.0), "z.png": (3.0, 3.0), "bad.png": (NAN, NAN)}
+    scores = [dict(zip(("aesthetic", "technical"), by_name[c.image.split("/")[-1]]))
+              for c in cands]  # fmt: skip
+    rows = rank(cands, scores, DEFAULT_WEIGHTS)
     assert [(r["image"], r["rank"], r["winner"]) for r in rows] == [
         (ims["x.png"], 2, False), (ims["y.png"], 1, True),
         (ims["bad.png"], 2, False), (ims["z.png"], 1, True)]  # fmt: skip
-    assert rows[1]["score_technical"] == 4.0 and rows[2]["error"] == "unreadable"
 
     for link in ("copy", "symlink"):
         out = tmp_path / link
@@ -108,10 +96,27 @@ def test_select_and_write_outputs(tmp_path):
         ranking = list(csv.DictReader((out / "ranking.csv").open()))
         assert [r["image"] for r in ranking] == [ims[n] for n in ("y.png", "x.png", "z.png",
                                                                   "bad.png")]  # fmt: skip
-        assert {"group", "prompt", "combined", "rank", "score_aesthetic"} <= set(ranking[0])
+        assert {"group", "prompt", "combined", "rank", "winner"} <= set(ranking[0])
         best = sorted(p.name for p in (out / "best").iterdir())
         assert best == ["p1.png", "p2.png"]
         assert (out / "best" / "p1.png").is_symlink() == (link == "symlink")
         assert Image.open(out / "best" / "p2.png").getpixel((0, 0)) == (0, 0, 255)
     with pytest.raises(ValueError, match="link"):
         write_selection(rows, tmp_path, link="hardlink")
+
+
+def test_select_scores_every_candidate_with_the_real_scorer(tiny_model, tmp_path):
+    model, processor = tiny_model
+    scorer = QualityScorer(model, processor, instructions={"aesthetic": "Rate.",
+                           "technical": "Rate."}, system_prompt="SYS",
+                           generation={"max_new_tokens": 6, "do_sample": False})  # fmt: skip
+    root = tmp_path / "cands"
+    _png(root / "p1" / "a.png", "red")
+    _png(root / "p1" / "b.png", "green")
+    (root / "p1" / "broken.png").write_bytes(b"not a png")
+    rows = select(scorer, collect_candidates(root), DEFAULT_WEIGHTS)
+    assert len(rows) == 3 and {r["group"] for r in rows} == {"p1"}
+    assert {"score_aesthetic", "score_technical", "error"} <= set(rows[0])
+    broken = next(r for r in rows if r["image"].endswith("broken.png"))
+    assert "broken.png" in broken["error"] and not broken["winner"]
+    assert sorted(r["rank"] for r in rows) == [1, 2, 3]
