@@ -88,7 +88,7 @@ def main() -> None:
                                             cfg["spec"], cfg["perception"])  # fmt: skip
     model, processor = load_model(str(path))
     visual = model.model.visual
-    head = load_head(path, visual, size)
+    head = load_head(path, visual)
 
     natural = [c for name in PHOTOS for c in crops(getattr(skdata, name)(), size)]
     scene_rng = np.random.default_rng(12345)

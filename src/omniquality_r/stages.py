@@ -214,7 +214,7 @@ def _as_list(batch: list) -> list:
 
 
 def grpo_stage(cfg: DictConfig) -> dict:
-    """GRPO from `init_from` (or the configured model); saves a checkpoint to <run>/grpo."""
+    """GRPO from `init_from` (or the configured model); saves a checkpoint to <run>/checkpoint."""
     out = output_dir(cfg)
     splits = data_splits(cfg)
     train = [from_row(r) for r in splits["train"]]
@@ -227,10 +227,17 @@ def grpo_stage(cfg: DictConfig) -> dict:
     reward = REWARDS[cfg.reward.name]
     params = OmegaConf.to_container(cfg.reward.params, resolve=True)
     prompts = cfg.algo.prompts_per_step
-    steps_per_episode = math.ceil(len(train) / prompts)
+    trainer = lightning_trainer(cfg, max_epochs=cfg.stage.episodes, num_sanity_val_steps=0,
+                                log_every_n_steps=1)  # fmt: skip
+    # Each rank takes `prompts` prompts per step, so the schedule counts steps per rank;
+    # the world size is known once the Trainer exists (set before `fit` reads them).
+    steps_per_episode = math.ceil(len(train) / (prompts * trainer.world_size))
     total = steps_per_episode * cfg.stage.episodes
     if cfg.stage.max_steps > 0:
         total = min(total, cfg.stage.max_steps)
+    trainer.fit_loop.epoch_loop.max_steps = total
+    trainer.val_check_interval = min(cfg.stage.val_check_interval, steps_per_episode)
+    trainer.check_val_every_n_epoch = None
     samples = out / "grpo_samples.jsonl"
 
     def sink(rows: list[dict]) -> None:
@@ -247,12 +254,6 @@ def grpo_stage(cfg: DictConfig) -> dict:
                         drop_last=len(train) >= prompts,
                         generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
     val_loader = DataLoader(val, batch_size=16, collate_fn=_as_list)
-    trainer = lightning_trainer(
-        cfg, max_epochs=cfg.stage.episodes, max_steps=total,
-        val_check_interval=min(cfg.stage.val_check_interval, steps_per_episode),
-        check_val_every_n_epoch=None if cfg.stage.val_check_interval else 1,
-        num_sanity_val_steps=0, log_every_n_steps=1,
-    )  # fmt: skip
     start = time.time()
     trainer.fit(module, loader, val_loader, ckpt_path=resume_path(trainer))
     wall = time.time() - start
@@ -395,7 +396,7 @@ def pretrain_stage(cfg: DictConfig) -> dict:
 
 # name, stage config key under stage=pipeline, algo key (grpo), step whose checkpoint it starts from
 PIPELINE = (
-    ("eval_untrained", "eval", None, None),
+    ("eval_untrained", "eval_untrained", None, None),
     ("cot", "cot", None, None),
     ("sft", "sft", None, None),
     ("eval_sft", "eval", None, "sft"),

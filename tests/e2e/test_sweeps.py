@@ -259,9 +259,10 @@ def sft_overrides(tmp: Path, common: list[str]) -> list[str]:
     one process accumulates 6 rows, each of two ranks 3, both see the same global batch."""
     cot = tmp / "cot.jsonl"
     rows = data_splits(composed(common))["train"]
-    cot.write_text("".join(json.dumps({**r, "split": "train", "plan": "",
-                                       "reasoning": f"The {r['task']} is judged.",
-                                       "score": round(r["mos"], 2)}) + "\n" for r in rows))  # fmt: skip
+    cot.write_text("".join(
+        json.dumps({**r, "split": "train", "plan": "", "reasoning": f"The {r['task']} is judged.",
+                    "score": round(r["mos"], 2)}) + "\n" for r in rows
+    ))  # fmt: skip
     return ["stage=sft", f"stage.cot_path={cot}", "stage.micro_batch=1",
             f"stage.global_batch={len(rows)}", "stage.epochs=2", "stage.log_every_n_steps=1",
             "trainer.checkpoint_every_n_steps=1", *common]  # fmt: skip

@@ -1,3 +1,7 @@
+import copy
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -22,7 +26,7 @@ from omniquality_r.models.perception import (
     technical_metrics,
 )
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]
 NO_DISTORTION = {f"distortion/{d}": 0 for d in DISTORTIONS}
 
 
@@ -93,7 +97,7 @@ def test_stream_batches_depend_only_on_seed_and_index(tiny_model):
     a = PerceptionStream(image_processor, 112, 4, mix, seed=1).batch(3)
     b = PerceptionStream(image_processor, 112, 4, mix, seed=1).batch(3)
     c = PerceptionStream(image_processor, 112, 4, mix, seed=2).batch(3)
-    assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["labels"], b["labels"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["pixel_values"], c["pixel_values"])
     assert a["tasks"].tolist() == [TASKS.index("technical")] * 2 + [TASKS.index("alignment")] * 2
     assert a["pixel_values"].shape == (4 * 64, 1176) and a["grid_thw"].tolist() == [[1, 8, 8]] * 4
@@ -110,3 +114,75 @@ def test_auc_and_technical_metrics_of_perfect_predictions():
     assert m["mean_srcc"] == pytest.approx(1) and m["mean_auc"] == 1 and m["mos_srcc"] > 0.99
     tasks = np.full(40, TASKS.index("technical"))
     assert set(perception_metrics(probs, labels, tasks)) == {"technical"}
+
+
+def test_dct_stem_is_orthonormal_and_standardised(tiny_model):
+    filters = perception.dct_filters(14, 2, 128).flatten(1)
+    assert torch.allclose(filters @ filters.T, torch.eye(128), atol=1e-5)
+    model, processor = tiny_model
+    visual = copy.deepcopy(model.model.visual)
+    stream = PerceptionStream(processor.image_processor, 112, 4, {"technical": 1}, seed=0)
+    pixels = stream.batch(0)["pixel_values"]
+    perception.init_dct_stem(visual, pixels)
+    with torch.no_grad():
+        std = visual.patch_embed(pixels).std(0)
+    assert torch.allclose(std, torch.ones_like(std), atol=1e-4)
+
+
+def test_fold_norm_moves_the_head_standardisation_into_the_merger(tiny_model):
+    visual = copy.deepcopy(tiny_model[0].model.visual).eval()
+    head = PerceptionHead(visual.config.out_hidden_size, 16).eval()
+    head.norm.running_mean.normal_()
+    head.norm.running_var.uniform_(0.5, 2)
+    pixels = torch.randn(2 * 64, 1176)
+    grid = torch.tensor([[1, 8, 8]] * 2)
+    with torch.no_grad():
+        before = head(perception.vision_tokens(visual, pixels, grid))
+        perception.fold_norm(visual, head)
+        tokens = perception.vision_tokens(visual, pixels, grid)
+        after = head(tokens)
+    assert all(torch.allclose(before[k], after[k], atol=1e-4) for k in LABELS)
+    assert torch.allclose(head.norm(tokens.flatten(0, 1)), tokens.flatten(0, 1), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_settings() -> dict:
+    """conf/model/tiny.yaml's perception settings at a budget of a few seconds."""
+    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/tiny.yaml").perception)
+    return settings | {"steps": 3, "batch_size": 6, "eval_batches": 1, "workers": 0}
+
+
+def test_pretrained_cache_is_built_once_and_reloads_identically(
+    tiny_path, tiny_spec, tiny_settings, monkeypatch
+):
+    calls = []
+    pretrain = perception.pretrain_vision
+    monkeypatch.setattr(perception, "pretrain_vision",
+                        lambda *a, **k: calls.append(k) or pretrain(*a, **k))  # fmt: skip
+    cache = str(tiny_path.parent)  # the session's tiny model is the base
+    path = Path(resolve_model_path("tiny", None, cache, tiny_spec, tiny_settings))
+    assert path.name == f"{tiny_path.name}-perception-{perception.perception_hash(tiny_settings)}"
+    mtime = (path / "model.safetensors").stat().st_mtime_ns
+    assert resolve_model_path("tiny", None, cache, tiny_spec, tiny_settings) == str(path)
+    assert len(calls) == 1 and (path / "model.safetensors").stat().st_mtime_ns == mtime
+    assert resolve_model_path("tiny", None, cache, tiny_spec, None) == str(tiny_path)
+
+    # Only the tower (incl. merger) changed; the LM is the base model's.
+    base, new = load_file(tiny_path / "model.safetensors"), load_file(path / "model.safetensors")
+    assert base.keys() == new.keys()
+    changed = {k for k in base if not torch.equal(base[k], new[k])}
+    assert changed and all(k.startswith(("visual.", "model.visual.")) for k in changed)
+    assert any(".merger." in k for k in changed) and any(".blocks." in k for k in changed)
+
+    # Reloaded with load_model and the saved head, the held-out report is reproduced.
+    report = json.loads((path / perception.REPORT).read_text())
+    model, processor = load_model(str(path))
+    visual = model.model.visual
+    head = perception.load_head(path, visual)
+    held_out = PerceptionStream(processor.image_processor, tiny_spec["image_size"],
+                                tiny_settings["batch_size"], tiny_settings["mix"],
+                                tiny_settings["eval_seed"])  # fmt: skip
+    probs, labels, tasks = perception.predict_probs(visual, head, [held_out.batch(0)])
+    reported = {k: v for k, v in report["held_out"].items() if k not in ("seed", "images")}
+    assert json.dumps(perception_metrics(probs, labels, tasks), sort_keys=True) == json.dumps(
+        reported, sort_keys=True)  # NaN-safe: undefined metrics on a batch this small

@@ -217,9 +217,10 @@ class GRPOModule(L.LightningModule):
     @torch.no_grad()
     def _record_logps(self, ro: Rollout) -> None:
         """Reference log-probs, and old (behaviour) log-probs when several passes reuse the
-        rollout or the k1 penalty needs them."""
+        rollout (with a single pass the policy has not moved since generation, so the current
+        log-probs, detached, are the old ones)."""
         need_ref = self.s.kl_type != "none" and self.s.kl_beta > 0
-        need_old = self.s.num_iterations > 1 or (need_ref and self.s.kl_type == "k1")
+        need_old = self.s.num_iterations > 1  # with one pass, old = current (detached)
         if not (need_old or need_ref):
             return
         old, ref = [], []
@@ -257,8 +258,6 @@ class GRPOModule(L.LightningModule):
         n = len(ro.records)
         adv = group_advantages(ro.rewards.total.view(n, G).to(self.device), s.advantage_std)
         adv = adv.reshape(-1)
-        if s.kl_type == "k1" and ro.ref_logp is not None:
-            adv = kl_penalized_advantages(adv, ro.old_logp, ro.ref_logp, ro.mask, s.kl_beta)
         total_seqs, total_tokens = n * G, ro.mask.sum().clamp(min=1)
         acc: dict[str, list[float]] = {}
         for _ in range(s.num_iterations):
@@ -283,6 +282,8 @@ class GRPOModule(L.LightningModule):
         logits = self._logits(self.model, ro, prompts)
         logp = token_logprobs(logits, ids)
         old = ro.old_logp[rows] if ro.old_logp is not None else logp.detach()
+        if s.kl_type == "k1" and ro.ref_logp is not None:  # the authors' k1 reward penalty
+            adv = kl_penalized_advantages(adv, old, ro.ref_logp[rows], mask, s.kl_beta)
         entropy = token_entropy(logits.detach())
         loss_mask = mask.bool()
         stats = {"entropy/mean": masked_mean(entropy, mask)}
