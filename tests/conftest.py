@@ -1,6 +1,9 @@
 """Shared fixtures: the tiny model spec from conf/model/tiny.yaml, built once per session."""
 
+import os
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as run.py: before torch loads OpenMP
 
 import pytest
 from omegaconf import OmegaConf
