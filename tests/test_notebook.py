@@ -20,6 +20,7 @@ from omniquality_r.analysis import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_PERCEPTION = "++model.perception=null"  # the random tower: no 5-minute pretraining
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"
 TASKS = ("aesthetic", "alignment", "technical")
 METRICS = {f"{r}/{t}/{m}" for r in ("greedy", "expectation") for t in TASKS
@@ -28,8 +29,8 @@ FIGURES = {"ablation.csv", "ablation.png", "scatter.png", "traces.png"}
 
 
 def run_sweep(*overrides: str) -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", *overrides], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", *overrides, NO_PERCEPTION],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 

@@ -12,13 +12,15 @@ from omniquality_r.data.records import RECORD_FIELDS
 from omniquality_r.prompts import parse_trajectory
 
 ROOT = Path(__file__).resolve().parents[2]
+NO_PERCEPTION = "++model.perception=null"  # the random tower: no 5-minute pretraining
 
 
 def run_cot(tmp: Path, name: str, *overrides: str) -> tuple[Path, subprocess.CompletedProcess]:
     """Run stage=cot on 30 synthetic records per task, cache shared under tmp."""
     run_dir = tmp / name
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "stage=cot", "data.sources.synthetic.n_per_task=30",
+        [sys.executable, str(ROOT / "run.py"), NO_PERCEPTION, "stage=cot",
+         "data.sources.synthetic.n_per_task=30",
          f"paths.cache={tmp / 'cache'}", f"hydra.run.dir={run_dir}", *overrides],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+NO_PERCEPTION = "++model.perception=null"  # the random tower: no 5-minute pretraining
 
 
 def run_app(*overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides, NO_PERCEPTION],
+                          cwd=cwd, capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

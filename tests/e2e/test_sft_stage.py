@@ -17,11 +17,12 @@ from omniquality_r.data.synthetic import generate_synthetic
 from omniquality_r.models.loading import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
+NO_PERCEPTION = "++model.perception=null"  # the random tower: no 5-minute pretraining
 
 
 def run_app(*overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides, NO_PERCEPTION],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
 def write_cot(tmp: Path) -> tuple[Path, int]:
