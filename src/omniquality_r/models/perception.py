@@ -36,7 +36,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from scipy.stats import rankdata
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -124,21 +124,62 @@ def label_vector(labels: dict[str, int]) -> np.ndarray:
     return np.array([labels.get(name, IGNORE) for name in LABELS], np.int64)
 
 
+# ---------------------------------------------------------------- stem
+
+
+OPPONENT = ((1, 1, 1), (1, -1, 0), (1, 1, -2))  # luminance, red-green, blue-yellow
+
+
+def dct_filters(patch: int, temporal: int, n: int) -> torch.Tensor:
+    """(n, 3, temporal, patch, patch) orthonormal filters: the 2-D DCT-II basis functions
+    phi_uv(x, y) = c_u c_v cos(pi (2x + 1) u / 2p) cos(pi (2y + 1) v / 2p) in order of u + v,
+    on luminance (the first 3n/4) and on two opponent-colour channels (n/8 each), the
+    same in every frame."""
+    x = torch.arange(patch, dtype=torch.float64)
+    basis = torch.stack([torch.cos(torch.pi * (2 * x + 1) * u / (2 * patch)) for u in range(patch)])
+    basis = basis / basis.norm(dim=1, keepdim=True)
+    order = sorted(((u, v) for u in range(patch) for v in range(patch)), key=lambda f: (sum(f), f))
+    counts = (n - 2 * (n // 8), n // 8, n // 8)
+    filters = []
+    for colour, count in zip(OPPONENT, counts):
+        c = torch.tensor(colour, dtype=torch.float64)
+        for u, v in order[:count]:
+            f = c[:, None, None] / c.norm() * torch.outer(basis[u], basis[v])
+            filters.append(f[:, None].expand(3, temporal, patch, patch) / temporal**0.5)
+    return torch.stack(filters).float()
+
+
+@torch.no_grad()
+def init_dct_stem(visual, pixel_values: torch.Tensor) -> None:
+    """Start the patch embedding as dct_filters, each scaled to unit standard deviation on
+    `pixel_values`: fine-detail (high-frequency) channels exist from the first step, which
+    a random projection of a 14 px patch buries under the content (issue 3: a low-level
+    inductive bias; the model stays a standard Qwen2.5-VL)."""
+    proj = visual.patch_embed.proj
+    out, _, temporal, patch, _ = proj.weight.shape
+    proj.weight.copy_(dct_filters(patch, temporal, out))
+    std = visual.patch_embed(pixel_values.to(proj.weight.dtype)).std(0)
+    proj.weight.div_(std.clamp_min(1e-6)[:, None, None, None, None])
+
+
 # ---------------------------------------------------------------- head and loss
 
 
 class PerceptionHead(nn.Module):
     """Multi-task read-out of the merger tokens (B, N, D), dropped after pretraining.
 
-    Each token goes through LayerNorm -> Linear(D, width) -> GELU; the global labels
-    (GLOBAL_LABELS) are read linearly from the mean over tokens (translation-invariant),
-    the region labels (REGION_LABELS per alignment region) by an MLP on all tokens
-    flattened in raster order, so positions stay readable.
+    Tokens are standardised per feature (`norm`, a BatchNorm without affine: a random
+    tower's tokens share a large common offset that makes the read-out learn slowly; it
+    is folded into the merger afterwards, fold_norm), then Linear(D, width) -> GELU; the
+    global labels (GLOBAL_LABELS) are read linearly from the mean over tokens
+    (translation-invariant), the region labels (REGION_LABELS per alignment region) by an
+    MLP on all tokens flattened in raster order, so positions stay readable.
     """
 
     def __init__(self, in_dim: int, n_tokens: int, width: int = 128, token_width: int = 32):
         super().__init__()
-        self.token = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, width), nn.GELU())
+        self.norm = nn.BatchNorm1d(in_dim, affine=False)
+        self.token = nn.Sequential(nn.Linear(in_dim, width), nn.GELU())
         self.global_out = nn.Linear(width, sum(GLOBAL_LABELS.values()))
         self.region_out = nn.Sequential(
             nn.Linear(width, token_width), nn.Flatten(), nn.GELU(),
@@ -147,7 +188,7 @@ class PerceptionHead(nn.Module):
         )  # fmt: skip
 
     def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.token(tokens)
+        x = self.token(self.norm(tokens.flatten(0, 1)).view_as(tokens))
         sizes = list(GLOBAL_LABELS.values())
         logits = dict(zip(GLOBAL_LABELS, self.global_out(x.mean(1)).split(sizes, dim=-1)))
         regions = self.region_out(x).view(len(x), len(POSITIONS), -1)
@@ -157,18 +198,35 @@ class PerceptionHead(nn.Module):
         return logits
 
 
+@torch.no_grad()
+def fold_norm(visual, head: PerceptionHead) -> None:
+    """Fold the head's standardisation (x - mean) / sqrt(var + eps) into the merger's last
+    Linear, so the LM receives standardised tokens; the head's norm becomes the identity."""
+    norm, last = head.norm, visual.merger.mlp[-1]
+    scale = (norm.running_var + norm.eps).rsqrt()
+    last.weight.mul_(scale[:, None])
+    last.bias.sub_(norm.running_mean).mul_(scale)
+    norm.running_mean.zero_()
+    norm.running_var.fill_(1 - norm.eps)
+
+
 def perception_loss(
     logits: dict[str, torch.Tensor], labels: torch.Tensor, weights: dict[str, float]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """sum_task weights[task] * mean over that task's labels (present in the batch) of the
-    label's cross-entropy over the images it applies to; also the per-task terms."""
+    label's cross-entropy over the images it applies to; distortion levels, being ordinal,
+    add (E[level] - level)^2 / MAX_LEVEL (the expected level's error in levels, whose
+    gradient CE lacks: confusing level 1 with 4 costs as much as with 2). Also the terms."""
     per_group: dict[str, list[torch.Tensor]] = {g: [] for g in TASK_OF_GROUP}
+    levels = torch.arange(MAX_LEVEL + 1, device=labels.device, dtype=torch.float32)
     for j, name in enumerate(LABELS):
-        y = labels[:, j]
-        if (y != IGNORE).any():
-            per_group[name.split("/")[0]].append(
-                nn.functional.cross_entropy(logits[name], y, ignore_index=IGNORE)
-            )
+        y, z = labels[:, j], logits[name].float()
+        keep = y != IGNORE
+        if keep.any():
+            loss = nn.functional.cross_entropy(z[keep], y[keep])
+            if name.startswith("distortion/"):
+                loss = loss + ((z[keep].softmax(-1) @ levels - y[keep]) ** 2).mean() / MAX_LEVEL
+            per_group[name.split("/")[0]].append(loss)
     terms = {TASK_OF_GROUP[g]: torch.stack(v).mean() for g, v in per_group.items() if v}
     return sum(weights[t] * v for t, v in terms.items()), terms
 
@@ -185,28 +243,37 @@ def auc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def technical_metrics(probs: dict[str, np.ndarray], labels: np.ndarray) -> dict:
     """Distortion read-out of (N, classes) probabilities vs (N, len(LABELS)) labels.
 
-    Per type: `srcc` of the expected level vs the level 0..4 over all images, `auc` of
-    P(level > 0) for its presence; `type_accuracy`: on single-distortion images, the most
-    probably present type is the true one (chance 1/8); `mos_srcc`: technical_mos of the
-    expected levels vs technical_mos of the true levels (the MOS is never trained on)."""
+    Per type: `srcc` (strength) of the expected level vs the level 1..4 over the images
+    that have the type, `auc` of P(level > 0) for its presence over all images;
+    `type_accuracy`: on single-distortion images, the most probably present type is the
+    true one (chance 1/8); `mos_srcc` (overall strength): technical_mos of the expected
+    levels vs technical_mos of the true levels (the MOS is never trained on)."""
     levels = np.stack([labels[:, list(LABELS).index(f"distortion/{d}")] for d in DISTORTIONS], 1)
     p = np.stack([probs[f"distortion/{d}"] for d in DISTORTIONS], 1)  # (N, 8, 5)
     expected = p @ np.arange(MAX_LEVEL + 1)
     present = 1 - p[..., 0]
+    has = levels > 0
     per_type = {
-        d: {"srcc": srcc(expected[:, i], levels[:, i]), "auc": auc(present[:, i], levels[:, i] > 0)}
+        d: {"srcc": srcc(expected[has[:, i], i], levels[has[:, i], i]),
+            "auc": auc(present[:, i], has[:, i])}
         for i, d in enumerate(DISTORTIONS)
-    }
-    single = (levels > 0).sum(1) == 1
+    }  # fmt: skip
+    single = has.sum(1) == 1
     mos = [technical_mos(dict(zip(DISTORTIONS, row))) for row in (expected, levels)]
     return {
         "n": len(levels),
-        "mean_srcc": float(np.nanmean([v["srcc"] for v in per_type.values()])),
-        "mean_auc": float(np.nanmean([v["auc"] for v in per_type.values()])),
-        "type_accuracy": float(np.mean(present[single].argmax(1) == levels[single].argmax(1))),
+        "mean_srcc": _finite_mean([v["srcc"] for v in per_type.values()]),
+        "mean_auc": _finite_mean([v["auc"] for v in per_type.values()]),
+        "type_accuracy": float(np.mean(present[single].argmax(1) == levels[single].argmax(1)))
+        if single.any() else float("nan"),
         "type_chance": 1 / len(DISTORTIONS),
         "mos_srcc": srcc(mos[0], mos[1]),
         "per_type": per_type,
@@ -251,11 +318,11 @@ def format_metrics(metrics: dict) -> str:
     """perception_metrics as a few text lines."""
     lines = []
     if t := metrics.get("technical"):
-        lines.append(f"technical (n={t['n']}): distortion level SRCC / presence AUC")
+        lines.append(f"technical (n={t['n']}): strength SRCC (where present) / presence AUC")
         lines += [f"  {d:14s} {v['srcc']:5.2f} / {v['auc']:.2f}" for d, v in t["per_type"].items()]
-        lines.append(f"  {'mean':14s} {t['mean_srcc']:5.2f} / {t['mean_auc']:.2f}; type accuracy "
-                     f"{t['type_accuracy']:.2f} (chance {t['type_chance']:.2f}); "
-                     f"MOS implied by the levels: SRCC {t['mos_srcc']:.2f}")  # fmt: skip
+        lines.append(f"  {'mean':14s} {t['mean_srcc']:5.2f} / {t['mean_auc']:.2f}")
+        lines.append(f"  type accuracy {t['type_accuracy']:.2f} (chance {t['type_chance']:.2f}); "
+                     f"overall strength (MOS implied by the levels) SRCC {t['mos_srcc']:.2f}")
     if a := metrics.get("aesthetic"):
         lines.append("aesthetic: factor score SRCC, accuracy (chance)")
         lines += [f"  {k:14s} {a[k]['srcc']:5.2f}, {a[k]['accuracy']:.2f} ({a[k]['chance']:.2f})"
@@ -307,6 +374,13 @@ def task_counts(batch_size: int, mix: dict[str, float]) -> dict[str, int]:
     return counts
 
 
+def collate(image_processor, images: list, labels: list[np.ndarray], tasks: list[int]) -> dict:
+    """A model batch: the processor's pixel_values and grid, label vectors, task ids."""
+    pixels = image_processor(images, return_tensors="pt")
+    return {"pixel_values": pixels["pixel_values"], "grid_thw": pixels["image_grid_thw"],
+            "labels": torch.from_numpy(np.stack(labels)), "tasks": torch.tensor(tasks)}  # fmt: skip
+
+
 class PerceptionStream(IterableDataset):
     """Endless collated batches of fresh samples; batch b is a pure function of (seed, b):
     task t's samples b * n_t .. (b + 1) * n_t - 1 with n_t = task_counts(...)[t]. DataLoader
@@ -325,9 +399,7 @@ class PerceptionStream(IterableDataset):
                 images.append(sample.image)
                 labels.append(label_vector(labels_of(task, sample.factors)))
                 tasks.append(TASKS.index(task))
-        pixels = self.image_processor(images, return_tensors="pt")
-        return {"pixel_values": pixels["pixel_values"], "grid_thw": pixels["image_grid_thw"],
-                "labels": torch.from_numpy(np.stack(labels)), "tasks": torch.tensor(tasks)}  # fmt: skip
+        return collate(self.image_processor, images, labels, tasks)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
@@ -348,7 +420,8 @@ def predict_probs(visual, head, batches) -> tuple[dict[str, np.ndarray], np.ndar
     probs, labels, tasks = [], [], []
     for batch in batches:
         device = next(head.parameters()).device
-        tokens = vision_tokens(visual, batch["pixel_values"].to(device), batch["grid_thw"].to(device))
+        pixels, grid = batch["pixel_values"].to(device), batch["grid_thw"].to(device)
+        tokens = vision_tokens(visual, pixels, grid)
         probs.append({k: v.softmax(-1).float().cpu().numpy() for k, v in head(tokens).items()})
         labels.append(batch["labels"].numpy())
         tasks.append(batch["tasks"].numpy())
@@ -376,39 +449,56 @@ def pretrain_vision(
     eval_seed: int,
     eval_batches: int,
     workers: int,
+    threads: int | None,
     precision: str,
 ) -> dict:
     """Train the tower + merger of the model at base_path with a PerceptionHead for `steps`
-    batches of fresh samples, then write out_path atomically (the base model with the new
-    tower, its processor, the head, REPORT with held-out metrics on `eval_seed`)."""
+    batches of fresh samples (`mix`: task proportions), then write out_path atomically: the
+    base model with the new tower, its processor, the head, and REPORT with held-out
+    metrics on `eval_batches` batches of seed `eval_seed`. `threads`: torch threads while
+    training and evaluation (None: unchanged); the caller's thread count and RNG state are
+    kept."""
     from ..modules.pretrain import PerceptionModule  # modules import models, not vice versa
 
-    settings = {k: v for k, v in locals().items() if k not in ("base_path", "out_path",
-                                                              "PerceptionModule")}  # fmt: skip
+    settings = {
+        "image_size": image_size, "steps": steps, "batch_size": batch_size, "lr": lr,
+        "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "mix": mix,
+        "loss_weights": loss_weights, "head_width": head_width, "seed": seed,
+        "eval_seed": eval_seed, "eval_batches": eval_batches, "workers": workers,
+        "threads": threads, "precision": precision,
+    }  # fmt: skip
     start = time.perf_counter()
-    L.seed_everything(seed, workers=True, verbose=False)
     model, processor = load_model(str(base_path))
     visual = model.model.visual
-    merge = visual.config.spatial_merge_size * visual.config.patch_size
-    head = PerceptionHead(visual.config.out_hidden_size, (image_size // merge) ** 2, head_width)
-    module = PerceptionModule(visual, head, lr=lr, weight_decay=weight_decay,
-                              warmup_ratio=warmup_ratio, loss_weights=loss_weights)  # fmt: skip
     stream = PerceptionStream(processor.image_processor, image_size, batch_size, mix, seed)
-    loader = DataLoader(stream, batch_size=None, num_workers=workers,
-                        persistent_workers=False, prefetch_factor=4 if workers else None)  # fmt: skip
-    trainer = L.Trainer(
-        max_steps=steps, accelerator="auto", devices=1, precision=precision, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        gradient_clip_val=1.0,
-    )  # fmt: skip
-    trainer.fit(module, loader)
-    train_seconds = time.perf_counter() - start
-
-    held_out = PerceptionStream(processor.image_processor, image_size, batch_size, mix, eval_seed)
-    probs, labels, tasks = predict_probs(visual, head, map(held_out.batch, range(eval_batches)))
+    caller_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or caller_threads)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            init_dct_stem(visual, stream.batch(0)["pixel_values"])
+            head = new_head(visual, image_size, head_width)
+            module = PerceptionModule(visual, head, lr=lr, weight_decay=weight_decay,
+                                      warmup_ratio=warmup_ratio, loss_weights=loss_weights)
+            loader = DataLoader(stream, batch_size=None, num_workers=workers,
+                                prefetch_factor=4 if workers else None)  # fmt: skip
+            trainer = L.Trainer(
+                max_steps=steps, accelerator="auto", devices=1, precision=precision,
+                logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, gradient_clip_val=1.0,
+            )  # fmt: skip
+            trainer.fit(module, loader)
+        train_seconds = time.perf_counter() - start
+        fold_norm(visual, head)
+        held_out = PerceptionStream(processor.image_processor, image_size, batch_size, mix,
+                                    eval_seed)  # fmt: skip
+        probs, labels, tasks = predict_probs(visual, head, map(held_out.batch, range(eval_batches)))
+    finally:
+        torch.set_num_threads(caller_threads)
     report = {
         "base": Path(base_path).name, "settings": settings,
-        "train_seconds": round(train_seconds, 1), "images_seen": steps * batch_size,
+        "train_seconds": round(train_seconds, 1),
+        "seconds": round(time.perf_counter() - start, 1), "images_seen": steps * batch_size,
         "held_out": {"seed": eval_seed, "images": len(labels),
                      **perception_metrics(probs, labels, tasks)},
     }  # fmt: skip
@@ -446,13 +536,15 @@ def ensure_perception(base_path: str | Path, settings: dict, image_size: int) ->
     return target
 
 
-def load_head(path: str | Path, visual, image_size: int) -> PerceptionHead:
-    """The PerceptionHead saved beside a perception-pretrained model (for benchmarks)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    width = json.loads((path / REPORT).read_text())["settings"]["head_width"]
+def new_head(visual, image_size: int, width: int) -> PerceptionHead:
+    """A PerceptionHead for the merger tokens of `visual` at image_size px."""
     merge = visual.config.spatial_merge_size * visual.config.patch_size
-    head = PerceptionHead(visual.config.out_hidden_size, (image_size // merge) ** 2, width)
-    head.load_state_dict(load_file(path / HEAD_WEIGHTS))
+    return PerceptionHead(visual.config.out_hidden_size, (image_size // merge) ** 2, width)
+
+
+def load_head(path: str | Path, visual) -> PerceptionHead:
+    """The PerceptionHead saved beside a perception-pretrained model (for benchmarks)."""
+    settings = json.loads((Path(path) / REPORT).read_text())["settings"]
+    head = new_head(visual, settings["image_size"], settings["head_width"])
+    head.load_state_dict(load_file(Path(path) / HEAD_WEIGHTS))
     return head.eval()
