@@ -225,7 +225,10 @@ def test_slurm_sweep_and_a_requeued_job_resumes(tmp_path, common):
     assert [s["metrics"]["steps"] for s in job_summaries(sweep)] == [4, 4]
     assert logged_steps(sweep / "1") == [[0, 1, 2, 3]]  # job 1 ran once
     before, after = logged_steps(job)  # job 0: interrupted, then resumed where it stopped
-    assert 0 < after[0] <= before[-1] + 1 and after[-1] == 3
+    # The CSV logger may not have flushed its last rows when the signal came, so `before` can
+    # end earlier than the checkpoint; the resumed run must not start from 0, and Adam's step
+    # count (below) proves no update was lost or repeated.
+    assert before and after[0] > 0 and after[-1] == 3
     assert optimiser_state(job / "checkpoints" / "last.ckpt") == (4, {4}, 4)
 
 
