@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..data.records import DataError, Record, load_image
+from ..data.records import Record, load_readable
 from .analyst import AnalystTeacher
 from .rejection import AcceptanceStats, accept, format_table, parse_all, select
 from .teachers import HFTeacher, OpenAITeacher, Teacher, TeacherItem
@@ -62,16 +62,13 @@ def write_cot(
     start_time = time.perf_counter()
     with (out / "cot.jsonl").open("w") as f:
         for start in tqdm(range(0, len(records), batch_size), desc="cot", unit="batch"):
-            batch, items = [], []
-            for rec in records[start : start + batch_size]:
-                try:
-                    items.append(TeacherItem(load_image(rec.image), rec.task, rec.prompt, rec.id))
-                    batch.append(rec)
-                except DataError as e:
-                    log.warning("skipping record %s: %s", rec.id, e)
-                    skipped.append(f"{rec.id}: {e}")
-            if not items:
+            batch, images, unreadable = load_readable(records[start : start + batch_size])
+            for message in unreadable:
+                log.warning("skipping record %s", message)
+            skipped.extend(unreadable)
+            if not batch:
                 continue
+            items = [TeacherItem(im, r.task, r.prompt, r.id) for r, im in zip(batch, images)]
             for rec, texts in zip(batch, teacher.sample(items, k, seed)):
                 valid = parse_all(texts)
                 accepted = accept(valid, rec.mos, epsilon)

@@ -189,3 +189,16 @@ def load_image(path: str | Path) -> Image.Image:
             return im.convert("RGB")
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"corrupt or unreadable image {path}: {e}") from None
+
+
+def load_readable(records: Sequence[Record]) -> tuple[list[Record], list[Image.Image], list[str]]:
+    """The records whose image opens, their RGB images, and "<id>: <error>" for each other one
+    (a missing or corrupt image is skipped and counted by the caller, never a crash)."""
+    kept, images, skipped = [], [], []
+    for rec in records:
+        try:
+            images.append(load_image(rec.image))
+            kept.append(rec)
+        except DataError as e:
+            skipped.append(f"{rec.id}: {e}")
+    return kept, images, skipped

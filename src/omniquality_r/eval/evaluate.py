@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..data.records import DataError, Record, load_image
+from ..data.records import Record, load_readable
 from ..inference import PromptSpec
 from ..scoring import score_items
 from .metrics import format_table, grouped_metrics
@@ -47,16 +47,13 @@ def predict(
     model.eval()
     for start in tqdm(range(0, len(records), batch_size), desc=desc, unit="batch",
                       disable=desc is None):
-        batch, items = [], []
-        for rec in records[start : start + batch_size]:
-            try:
-                items.append(PromptSpec(load_image(rec.image), rec.task, rec.prompt))
-                batch.append(rec)
-            except DataError as e:
-                log.warning("skipping record %s: %s", rec.id, e)
-                skipped.append(f"{rec.id}: {e}")
+        batch, images, unreadable = load_readable(records[start : start + batch_size])
+        for message in unreadable:
+            log.warning("skipping record %s", message)
+        skipped.extend(unreadable)
         if not batch:
             continue
+        items = [PromptSpec(im, r.task, r.prompt) for r, im in zip(batch, images)]
         responses, scores = score_items(
             model, processor, items, instructions=instructions, system_prompt=system_prompt,
             generation=generation, readouts=readouts,

@@ -23,7 +23,7 @@ import lightning as L
 import torch
 from peft import PeftModel
 
-from ..data.records import DataError, Record, load_image
+from ..data.records import Record, load_readable
 from ..eval.evaluate import metric_rows, predict
 from ..inference import PromptSpec, completion_mask, decode, encode_prompts
 from ..prompts import parse_answer
@@ -131,15 +131,11 @@ class GRPOModule(L.LightningModule):
         return forever()
 
     def _prompt_specs(self, records: Sequence[Record]) -> tuple[list[Record], list[PromptSpec]]:
-        kept, specs = [], []
-        for rec in records:
-            try:
-                specs.append(PromptSpec(load_image(rec.image), rec.task, rec.prompt))
-                kept.append(rec)
-            except DataError as e:
-                self.skipped_images += 1
-                self.print(f"skipping record {rec.id}: {e}")
-        return kept, specs
+        kept, images, unreadable = load_readable(records)
+        for message in unreadable:
+            self.print(f"skipping record {message}")
+        self.skipped_images += len(unreadable)
+        return kept, [PromptSpec(im, r.task, r.prompt) for r, im in zip(kept, images)]
 
     def _vision_trainable(self) -> bool:
         visual = (self.model.get_base_model() if isinstance(self.model, PeftModel)
