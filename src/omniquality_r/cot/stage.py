@@ -12,7 +12,6 @@ For every record: k teacher trajectories, accepted and selected by rejection.py.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -24,8 +23,6 @@ from ..data.records import Record, load_readable
 from .analyst import AnalystTeacher
 from .rejection import AcceptanceStats, accept, format_table, parse_all, select
 from .teachers import HFTeacher, OpenAITeacher, Teacher, TeacherItem
-
-log = logging.getLogger(__name__)
 
 TEACHERS = ("analyst", "hf", "openai")
 
@@ -63,8 +60,6 @@ def write_cot(
     with (out / "cot.jsonl").open("w") as f:
         for start in tqdm(range(0, len(records), batch_size), desc="cot", unit="batch"):
             batch, images, unreadable = load_readable(records[start : start + batch_size])
-            for message in unreadable:
-                log.warning("skipping record %s", message)
             skipped.extend(unreadable)
             if not batch:
                 continue

@@ -16,6 +16,7 @@ A record is one (image, task) pair with its ground truth:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -24,6 +25,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 TASKS = ("technical", "aesthetic", "alignment")
 SPLITS = ("train", "val", "test")
@@ -193,7 +196,7 @@ def load_image(path: str | Path) -> Image.Image:
 
 def load_readable(records: Sequence[Record]) -> tuple[list[Record], list[Image.Image], list[str]]:
     """The records whose image opens, their RGB images, and "<id>: <error>" for each other one
-    (a missing or corrupt image is skipped and counted by the caller, never a crash)."""
+    (a missing or corrupt image is logged and skipped, never a crash; the caller counts)."""
     kept, images, skipped = [], [], []
     for rec in records:
         try:
@@ -201,4 +204,5 @@ def load_readable(records: Sequence[Record]) -> tuple[list[Record], list[Image.I
             kept.append(rec)
         except DataError as e:
             skipped.append(f"{rec.id}: {e}")
+            log.warning("skipping record %s", skipped[-1])
     return kept, images, skipped

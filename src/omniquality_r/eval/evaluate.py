@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,8 +20,6 @@ from ..inference import PromptSpec
 from ..scoring import score_items
 from .metrics import format_table, grouped_metrics
 from .plots import scatter_plot
-
-log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("id", "task", "dataset", "prompt", "mos", "response")
 
@@ -48,8 +45,6 @@ def predict(
     for start in tqdm(range(0, len(records), batch_size), desc=desc, unit="batch",
                       disable=desc is None):
         batch, images, unreadable = load_readable(records[start : start + batch_size])
-        for message in unreadable:
-            log.warning("skipping record %s", message)
         skipped.extend(unreadable)
         if not batch:
             continue

@@ -132,8 +132,6 @@ class GRPOModule(L.LightningModule):
 
     def _prompt_specs(self, records: Sequence[Record]) -> tuple[list[Record], list[PromptSpec]]:
         kept, images, unreadable = load_readable(records)
-        for message in unreadable:
-            self.print(f"skipping record {message}")
         self.skipped_images += len(unreadable)
         return kept, [PromptSpec(im, r.task, r.prompt) for r, im in zip(kept, images)]
 
