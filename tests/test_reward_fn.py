@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import omniquality_r.scoring as scoring
+import omniquality_r.inference as inference
 from omniquality_r.reward_fn import QualityReward, text_of
 from omniquality_r.scoring import QualityScorer, project_defaults
 
@@ -37,7 +37,7 @@ def parsed(monkeypatch):
     def read_scores(responses, readout, *, inputs, **_):
         return [float(ids.sum() % 6) for ids in inputs["input_ids"]]
 
-    monkeypatch.setattr(scoring, "read_scores", read_scores)
+    monkeypatch.setattr(inference, "read_scores", read_scores)
 
 
 def test_text_of_plain_and_conversational():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import omniquality_r.inference as inference
 import omniquality_r.scoring as scoring
 from omniquality_r.data.records import DataError, Record
 from omniquality_r.eval.evaluate import predict
@@ -138,7 +139,7 @@ def test_samples_return_mean_and_spread(tiny_model, tmp_path, monkeypatch):
     def read_scores(responses, *_, **__):  # control parsing: the i-th scored sample reads i
         return [float(next(counter)) for _ in responses]
 
-    monkeypatch.setattr(scoring, "read_scores", read_scores)
+    monkeypatch.setattr(inference, "read_scores", read_scores)
     results = _scorer(tiny_model, SAMPLING).score(paths, samples=3, batch_size=4)
     assert [r.samples for r in results] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
     assert [r.score for r in results] == [1.0, 4.0]

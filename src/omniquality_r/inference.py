@@ -1,7 +1,8 @@
 """Encode records as chat inputs, generate responses, and read scores out of them.
 
 One path for every stage that asks the model for a score (eval, scoring, GRPO
-rollouts): `encode_prompts` -> `model.generate` -> `read_scores`.
+rollouts): `encode_prompts` -> `model.generate` -> `read_scores`; `score_items` is that
+path for one batch (eval and the scoring API).
 
 Read-outs (`read_scores`):
   greedy       the float parsed from the generated `<answer>` text (the paper's way).
@@ -155,3 +156,25 @@ def read_scores(
     if readout == "expectation":
         return expectation_scores(model, processor, inputs, completion_ids)
     raise ValueError(f"unknown read-out {readout!r}; expected one of {READOUTS}")
+
+
+def score_items(
+    model,
+    processor,
+    items: Sequence[PromptSpec],
+    *,
+    instructions: dict[str, str],
+    system_prompt: str,
+    generation: dict,
+    readouts: Sequence[str] = ("greedy",),
+) -> tuple[list[str], dict[str, list[float]]]:
+    """Generated responses for one batch, and their scores per read-out."""
+    inputs = encode_prompts(processor, items, instructions, system_prompt)
+    completion_ids = generate(model, processor, inputs, generation)
+    responses = decode(processor, completion_ids)
+    scores = {
+        r: read_scores(responses, r, model=model, processor=processor, inputs=inputs,
+                       completion_ids=completion_ids)
+        for r in readouts
+    }  # fmt: skip
+    return responses, scores

@@ -6,8 +6,8 @@ and the TRL reward adapter (reward_fn.py).
                          prompts=["a cat on a sofa"])
     res["aesthetic"].score, res["aesthetic"].reasoning, res["aesthetic"].error
 
-`score_items` is the one prediction function for a batch of (image, task, prompt); the
-eval stage (`eval.evaluate.predict`) and `QualityScorer.score` both call it.
+`inference.score_items` is the one prediction function for a batch of (image, task,
+prompt); the eval stage (`eval.evaluate.predict`) and `QualityScorer.score` both call it.
 """
 
 from __future__ import annotations
@@ -29,35 +29,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .data.records import DataError, load_image
-from .inference import READOUTS, PromptSpec, decode, encode_prompts, generate, read_scores
+from .inference import READOUTS, PromptSpec, score_items
 from .models.loading import load_model
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SCORE_COLUMNS = ("image", "task", "prompt", "score", "std", "reasoning", "error")
 _THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-
-
-def score_items(
-    model,
-    processor,
-    items: Sequence[PromptSpec],
-    *,
-    instructions: dict[str, str],
-    system_prompt: str,
-    generation: dict,
-    readouts: Sequence[str] = ("greedy",),
-) -> tuple[list[str], dict[str, list[float]]]:
-    """Generated responses for one batch, and their scores per read-out."""
-    inputs = encode_prompts(processor, items, instructions, system_prompt)
-    completion_ids = generate(model, processor, inputs, generation)
-    responses = decode(processor, completion_ids)
-    scores = {
-        r: read_scores(responses, r, model=model, processor=processor, inputs=inputs,
-                       completion_ids=completion_ids)
-        for r in readouts
-    }  # fmt: skip
-    return responses, scores
 
 
 def project_defaults(conf_dir: Path = CONF_DIR) -> tuple[dict[str, str], str, dict]:

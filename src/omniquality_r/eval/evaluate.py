@@ -1,6 +1,6 @@
 """Predict scores for records and write the evaluation report.
 
-`predict` runs the shared prediction function (scoring.score_items) batch by batch;
+`predict` runs the shared prediction function (inference.score_items) batch by batch;
 `write_report` turns its rows into predictions.csv, metrics.json and
 scatter.png and returns the metric rows per read-out.
 """
@@ -16,8 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..data.records import Record, load_readable
-from ..inference import PromptSpec
-from ..scoring import score_items
+from ..inference import PromptSpec, score_items
 from .metrics import format_table, grouped_metrics
 from .plots import scatter_plot
 
