@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from .prompts import build_messages, parse_answer
+from .rl.rollout import completion_logits, image_features
 
 READOUTS = ("greedy", "expectation")
 _DIGITS_RE = re.compile(r"\d\.\d\d")
@@ -111,19 +112,13 @@ def expectation_scores(model, processor, inputs: dict, completion_ids: torch.Ten
     tok = processor.tokenizer
     digit_ids = torch.tensor([tok.convert_tokens_to_ids(str(d)) for d in range(10)])
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
-    prompt_len = inputs["input_ids"].shape[1]
-    mask = completion_mask(completion_ids, tok.eos_token_id).to(model.device)
-    ids = torch.cat([inputs["input_ids"], completion_ids.to(model.device)], dim=1)
-    attn = torch.cat([inputs["attention_mask"], mask], dim=1)
-    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-    if "mm_token_type_ids" in extra:
-        extra["mm_token_type_ids"] = torch.cat(
-            [extra["mm_token_type_ids"], torch.zeros_like(completion_ids).to(model.device)], dim=1
-        )
-    logits = model(input_ids=ids, attention_mask=attn, **extra).logits
-    probs = logits[:, prompt_len - 1 : -1].float().softmax(-1)[..., digit_ids.to(model.device)]
+    completion_ids = completion_ids.to(model.device)
+    mask = completion_mask(completion_ids, tok.eos_token_id)
+    logits = completion_logits(model, inputs, image_features(model, inputs), 1, completion_ids,
+                               mask)  # fmt: skip
+    probs = logits.float().softmax(-1)[..., digit_ids.to(model.device)]
     scores = []
-    for b in range(ids.shape[0]):
+    for b in range(completion_ids.shape[0]):
         n = int(mask[b].sum())
         pos = _answer_digit_positions(tok, completion_ids[b, :n].tolist())
         if pos is None:
