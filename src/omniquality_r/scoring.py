@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import math
 import re
 import statistics
@@ -28,7 +27,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .data.records import DataError, load_image
+from .data.records import DataError, jsonl_objects, load_image
 from .inference import READOUTS, PromptSpec, score_items
 from .models.loading import load_model
 
@@ -208,18 +207,10 @@ def read_image_manifest(path: str | Path) -> list[dict]:
     """Rows of a JSONL manifest: `image` (relative to the manifest's folder) and optional
     `prompt` and `group`; other keys are ignored."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"manifest not found: {path}")
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or "image" not in row:
-            raise DataError(f"{path}:{lineno}: expected a JSON object with an 'image' key")
+    for _, where, row in jsonl_objects(path):
+        if "image" not in row:
+            raise DataError(f"{where}: expected a JSON object with an 'image' key")
         image = Path(row["image"])
         rows.append({"image": str(image if image.is_absolute() else path.parent / image),
                      "prompt": str(row.get("prompt") or ""),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -109,15 +109,12 @@ def write_manifest(ds: datasets.Dataset | Sequence[Record], path: str | Path) ->
     return path
 
 
-def read_manifest(path: str | Path) -> list[Record]:
-    """Read a JSONL manifest. Relative image paths resolve against the manifest's folder.
-
-    Required keys: image, task, mos. Optional: id, prompt, mos_raw, dataset, split, group.
-    """
+def jsonl_objects(path: str | Path) -> Iterator[tuple[int, str, dict]]:
+    """(line number, "<file>:<line>", object) for each non-blank line of a JSONL manifest;
+    a missing file, invalid JSON or a non-object line raises DataError naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
-    records = []
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -128,6 +125,17 @@ def read_manifest(path: str | Path) -> list[Record]:
             raise DataError(f"{where}: not valid JSON ({e.msg})") from None
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object")
+        yield lineno, where, row
+
+
+def read_manifest(path: str | Path) -> list[Record]:
+    """Read a JSONL manifest. Relative image paths resolve against the manifest's folder.
+
+    Required keys: image, task, mos. Optional: id, prompt, mos_raw, dataset, split, group.
+    """
+    path = Path(path)
+    records = []
+    for lineno, where, row in jsonl_objects(path):
         missing = [k for k in ("image", "task", "mos") if k not in row]
         if missing:
             raise DataError(f"{where}: missing key(s) {missing}")
