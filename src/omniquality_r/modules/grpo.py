@@ -267,7 +267,7 @@ class GRPOModule(L.LightningModule):
             opt.step()
             opt.zero_grad(set_to_none=True)
         sched.step()
-        self._log_step(ro, stats, acc, batch_idx)
+        self._log_step(ro, adv, stats, acc, batch_idx)
         return None
 
     def _micro_loss(self, ro: Rollout, prompts, rows, adv) -> tuple[torch.Tensor, dict]:
@@ -301,8 +301,12 @@ class GRPOModule(L.LightningModule):
         return loss, stats
 
     # ---------------------------------------------------------------- logging
-    def _log_step(self, ro: Rollout, stats: dict, acc: dict[str, list[float]], batch_idx: int
-                  ) -> None:
+    def _log_step(
+        self, ro: Rollout, adv: torch.Tensor, stats: dict, acc: dict[str, list[float]],
+        batch_idx: int,
+    ) -> None:
+        """Step metrics; every `sample_log_every` steps the completions with the advantages
+        the update used (before the k1 penalty)."""
         G = self.s.group_size
         r = ro.rewards
         lengths = ro.mask.sum(-1).float()
@@ -325,7 +329,6 @@ class GRPOModule(L.LightningModule):
         self.log_dict({f"train/{k}": float(v) for k, v in metrics.items()}, on_step=True,
                       prog_bar=False, batch_size=len(ro.records))  # fmt: skip
         if batch_idx % self.s.sample_log_every == 0:
-            adv = group_advantages(r.total.view(-1, G), self.s.advantage_std).reshape(-1)
             samples = [
                 {"step": self.global_step, "id": ro.records[i // G].id, "task": tasks[i],
                  "mos": ro.records[i // G].mos, "completion": ro.texts[i],
