@@ -141,7 +141,7 @@ def test_training_curves_from_lightning_loggers(tmp_path, monkeypatch):
     for logger in loggers:
         for step in range(3):
             logger.log_metrics({"train/reward/total": step / 2}, step=step)
-        logger.log_metrics({"val/technical/srcc": 0.5}, step=2)
+        logger.log_metrics({"val/greedy/technical/all/srcc": 0.5}, step=2)
         logger.finalize("success")
     loggers[1].experiment.finish()
     curves = training_curves(tmp_path)
@@ -149,7 +149,7 @@ def test_training_curves_from_lightning_loggers(tmp_path, monkeypatch):
     for _, log in curves.groupby("job"):
         assert sorted(zip(log.step, log.metric, log.value)) == [
             (0, "train/reward/total", 0.0), (1, "train/reward/total", 0.5),
-            (2, "train/reward/total", 1.0), (2, "val/technical/srcc", 0.5)]  # fmt: skip
+            (2, "train/reward/total", 1.0), (2, "val/greedy/technical/all/srcc", 0.5)]  # fmt: skip
 
 
 def test_empty_folder(tmp_path):

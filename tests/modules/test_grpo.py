@@ -71,3 +71,13 @@ def test_entropy_gate_keeps_about_rho_of_the_tokens(tiny_model, records):
     kept = float(metrics["train/gate/kept_frac"])
     assert 0.25 <= kept <= 0.25 + 1 / 10 + 1e-6  # ceil(rho * T) of T <= 10 valid tokens
     assert math.isfinite(float(metrics["train/entropy/mean"]))
+
+
+def test_checkpoints_leave_out_the_frozen_reference_and_restore_it(tiny_model, records):
+    module, _ = run_steps(tiny_model, records, distinct_chars_reward)
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and not any(k.startswith("ref_model.")
+                                                for k in checkpoint["state_dict"])  # fmt: skip
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])  # strict: every key is back

@@ -15,7 +15,6 @@ The math lives in rl/*.py and rewards.py; this module only orchestrates and logs
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -24,7 +23,7 @@ import torch
 from peft import PeftModel
 
 from ..data.records import Record, load_readable
-from ..eval.evaluate import metric_rows, predict
+from ..eval.evaluate import flat_metrics, metric_rows, predict
 from ..inference import PromptSpec, completion_mask, decode, encode_prompts
 from ..prompts import parse_answer
 from ..rewards import RewardParts
@@ -114,6 +113,20 @@ class GRPOModule(L.LightningModule):
         self._samples_sink = samples_sink
         self._val_rows: list[dict] = []
         self.skipped_images = 0
+
+    # ----------------------------------------------------------- checkpoints
+    # The reference stays a submodule (FSDP/ZeRO-3 shard it with the policy) but not in
+    # last.ckpt, which it would double: a resumed run rebuilds it from init_from.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("ref_model.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.ref_model is not None and "state_dict" in checkpoint:
+            checkpoint["state_dict"].update(
+                {f"ref_model.{k}": v for k, v in self.ref_model.state_dict().items()}
+            )
 
     # ----------------------------------------------------------------- data
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
@@ -351,13 +364,8 @@ class GRPOModule(L.LightningModule):
 
     def on_validation_epoch_end(self):
         rows, self._val_rows = self._val_rows, []
-        if not rows:
-            return
-        for row in metric_rows(rows, "greedy"):
-            if row["dataset"] == "all":
-                for k in ("srcc", "plcc", "parse_rate"):
-                    value = row[k]
-                    self.log(f"val/{row['task']}/{k}", -1.0 if math.isnan(value) else value)
+        if rows:  # the names and scheme of SFT's validation: val/greedy/<task>/<dataset>/<metric>
+            self.log_dict(flat_metrics({"greedy": metric_rows(rows, "greedy")}, prefix="val"))
 
     def configure_optimizers(self):
         s = self.s
