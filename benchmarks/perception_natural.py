@@ -26,6 +26,7 @@ from omniquality_r.data.records import TASKS
 from omniquality_r.data.synthetic import DISTORTIONS, MAX_LEVEL, apply_distortions, render_scene
 from omniquality_r.models.loading import load_model, resolve_model_path
 from omniquality_r.models.perception import (
+    REPORT,
     collate,
     format_metrics,
     label_vector,
@@ -83,9 +84,9 @@ def main() -> None:
     parser.add_argument("--out", help="also write the metrics here as JSON")
     args = parser.parse_args()
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/tiny.yaml"))
-    size = cfg["spec"]["image_size"]
     path = args.model or resolve_model_path("tiny", None, str(Path(args.cache) / "models"),
                                             cfg["spec"], cfg["perception"])  # fmt: skip
+    size = json.loads((Path(path) / REPORT).read_text())["settings"]["image_size"]
     model, processor = load_model(str(path))
     visual = model.model.visual
     head = load_head(path, visual)

@@ -129,6 +129,23 @@ def test_dct_stem_is_orthonormal_and_standardised(tiny_model):
     assert torch.allclose(std, torch.ones_like(std), atol=1e-4)
 
 
+def test_energy_block_squares_the_normalised_coefficients(tiny_model):
+    block = copy.deepcopy(tiny_model[0].model.visual.blocks[0])
+    perception.init_energy_block(block)
+    dim = block.norm2.weight.numel()
+    x = torch.randn(7, dim)
+    with torch.no_grad():
+        z = x / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()  # RMSNorm, weight 1
+        q = block.mlp.down_proj.weight[:, 0 : 2 * dim : 2]
+        assert torch.allclose(block.mlp(z), (z**2 - 1) @ q.T, atol=1e-4)
+        assert torch.allclose(q.T @ q, torch.eye(dim), atol=1e-5)  # orthogonal
+        assert not block.attn.proj.weight.any()
+        assert not block.mlp.down_proj.weight[:, 2 * dim :].any()
+    # the spare units can still learn: their down_proj columns get gradients
+    block.mlp(torch.randn(3, dim)).sum().backward()
+    assert block.mlp.down_proj.weight.grad[:, 2 * dim :].abs().sum() > 0
+
+
 def test_fold_norm_moves_the_head_standardisation_into_the_merger(tiny_model):
     visual = copy.deepcopy(tiny_model[0].model.visual).eval()
     head = PerceptionHead(visual.config.out_hidden_size, 16).eval()

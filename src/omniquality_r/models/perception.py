@@ -14,7 +14,12 @@ see them on labels the synthetic generator knows exactly, never the MOS:
 
 Images are fresh procedural samples without end: sample i of a task in batch b is
 drawn from SeedSequence([STREAM_SALT, seed, task, index]), disjoint from the
-dataset's (seed, task, index) streams. A small head (PerceptionHead) reads the
+dataset's (seed, task, index) streams. The tower starts with a low-level bias and stays a
+standard Qwen2.5-VL: its patch embedding as a DCT filter bank (init_dct_stem) and its first
+block as per-patch band energies of those coefficients (init_energy_block), and it learns
+at a fraction of the head's learning rate so that training refines this start rather than
+overwriting it (measured, 1200 steps: blur/JPEG strength SRCC .54/.44 at the full rate,
+.71/.85 at 0.3x, .79/.90 at 0.1x; README). A small head (PerceptionHead) reads the
 merger tokens, the tokens the LM sees, and is dropped afterwards: the saved folder
 is the base model with the tower's weights replaced (the head is kept beside it as
 perception_head.safetensors for benchmarks). The result is cached in the model
@@ -60,7 +65,7 @@ from .loading import load_model
 
 log = logging.getLogger(__name__)
 
-PERCEPTION_VERSION = 1  # bump when labels, head or training change: it invalidates caches
+PERCEPTION_VERSION = 2  # bump when labels, head or training change: it invalidates caches
 STREAM_SALT = 0x9E5CE97  # keeps pretraining images apart from the dataset's seeds
 IGNORE = -100  # label not applicable to this image (cross-entropy ignore_index)
 REPORT = "perception_report.json"
@@ -160,6 +165,33 @@ def init_dct_stem(visual, pixel_values: torch.Tensor) -> None:
     proj.weight.copy_(dct_filters(patch, temporal, out))
     std = visual.patch_embed(pixel_values.to(proj.weight.dtype)).std(0)
     proj.weight.div_(std.clamp_min(1e-6)[:, None, None, None, None])
+
+
+@torch.no_grad()
+def init_energy_block(block) -> None:
+    """Start a vision block (the first) as a per-patch band-energy detector: its MLP units
+    2c and 2c + 1 get gate = up = +e_c and -e_c, so that with a = norm2(x)_c, the patch's
+    DCT coefficient c over the RMS of all of them, silu(a) a + silu(-a) (-a) = a^2 (since
+    silu(a) - silu(-a) = a): the patch's relative energy in band c. down_proj adds
+    Q (a^2 - 1) to the residual, Q a random orthogonal basis; spare units start silent
+    (zero down_proj columns) and the block's attention output at zero. A linear patch
+    embedding cannot compute energies, and their image mean read linearly predicts blur and
+    JPEG levels (held-out SRCC .76/.88 from the fixed DCT stem; raw coefficients .49/.72)."""
+    mlp, dim = block.mlp, block.norm2.weight.numel()
+    n = min(dim, mlp.gate_proj.out_features // 2)
+    channels, units = torch.arange(n), 2 * torch.arange(n)
+    for proj in (mlp.gate_proj, mlp.up_proj):
+        proj.weight[: 2 * n] = 0
+        proj.bias[: 2 * n] = 0
+        proj.weight[units, channels] = 1
+        proj.weight[units + 1, channels] = -1
+    q = torch.linalg.qr(torch.randn(dim, n, dtype=torch.float64))[0].to(mlp.down_proj.weight)
+    mlp.down_proj.weight.zero_()
+    mlp.down_proj.weight[:, units] = q
+    mlp.down_proj.weight[:, units + 1] = q
+    mlp.down_proj.bias.copy_(-q.sum(1))
+    block.attn.proj.weight.zero_()
+    block.attn.proj.bias.zero_()
 
 
 # ---------------------------------------------------------------- head and loss
@@ -440,6 +472,7 @@ def pretrain_vision(
     steps: int,
     batch_size: int,
     lr: float,
+    tower_lr_scale: float,
     weight_decay: float,
     warmup_ratio: float,
     mix: dict[str, float],
@@ -462,6 +495,7 @@ def pretrain_vision(
 
     settings = {
         "image_size": image_size, "steps": steps, "batch_size": batch_size, "lr": lr,
+        "tower_lr_scale": tower_lr_scale,
         "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "mix": mix,
         "loss_weights": loss_weights, "head_width": head_width, "seed": seed,
         "eval_seed": eval_seed, "eval_batches": eval_batches, "workers": workers,
@@ -477,9 +511,11 @@ def pretrain_vision(
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             init_dct_stem(visual, stream.batch(0)["pixel_values"])
+            init_energy_block(visual.blocks[0])
             head = new_head(visual, image_size, head_width)
-            module = PerceptionModule(visual, head, lr=lr, weight_decay=weight_decay,
-                                      warmup_ratio=warmup_ratio, loss_weights=loss_weights)
+            module = PerceptionModule(visual, head, lr=lr, tower_lr_scale=tower_lr_scale,
+                                      weight_decay=weight_decay, warmup_ratio=warmup_ratio,
+                                      loss_weights=loss_weights)  # fmt: skip
             loader = DataLoader(stream, batch_size=None, num_workers=workers,
                                 prefetch_factor=4 if workers else None)  # fmt: skip
             trainer = L.Trainer(

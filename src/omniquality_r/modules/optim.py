@@ -28,11 +28,16 @@ def adam_with_schedule(
     warmup_ratio: float = 0.03,
     min_ratio: float = 0.1,
 ) -> dict:
-    """Lightning's `configure_optimizers` dict: AdamW + per-step warmup-cosine LambdaLR."""
-    params = [p for p in params if p.requires_grad]
-    if not params:
+    """Lightning's `configure_optimizers` dict: AdamW + per-step warmup-cosine LambdaLR.
+    `params`: parameters, or param groups (dicts; a group's own "lr" follows the schedule
+    too); frozen parameters are left out."""
+    params = list(params)
+    groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
         raise ValueError("no trainable parameters (everything frozen?)")
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     warmup = math.ceil(warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, total_steps, warmup, min_ratio)

@@ -2,7 +2,10 @@
 trained on the synthetic generator's labels with models/perception.perception_loss.
 
 Optimiser and schedule: modules/optim.py's AdamW(betas 0.9, 0.95) with linear warmup
-and cosine decay to 0 over max_steps; weight decay on every parameter.
+and cosine decay to 0 over max_steps; weight decay on every parameter. The tower learns
+at tower_lr_scale x lr: its stem and energy block start as DCT band energies
+(models/perception.py), which a full learning rate overwrites before the head has
+learned to read them.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ class PerceptionModule(L.LightningModule):
     """Trains `visual` (the Qwen2.5-VL tower incl. merger) and `head` together."""
 
     def __init__(self, visual, head, *, lr: float, weight_decay: float, warmup_ratio: float,
-                 loss_weights: dict[str, float], log_every: int = 50):  # fmt: skip
+                 loss_weights: dict[str, float], tower_lr_scale: float = 1.0,
+                 log_every: int = 50):  # fmt: skip
         super().__init__()
         self.visual, self.head = visual, head
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
         self.loss_weights = dict(loss_weights)
+        self.tower_lr_scale = tower_lr_scale
         self.log_every = log_every
 
     def training_step(self, batch: dict, batch_idx: int):
@@ -42,7 +47,9 @@ class PerceptionModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
+        groups = [{"params": self.visual.parameters(), "lr": self.lr * self.tower_lr_scale},
+                  {"params": self.head.parameters()}]  # fmt: skip
         return adam_with_schedule(
-            self.parameters(), lr=self.lr, weight_decay=self.weight_decay,
+            groups, lr=self.lr, weight_decay=self.weight_decay,
             total_steps=self.trainer.max_steps, warmup_ratio=self.warmup_ratio, min_ratio=0.0,
         )  # fmt: skip
