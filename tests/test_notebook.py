@@ -20,7 +20,7 @@ from omniquality_r.analysis import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_PERCEPTION = "++model.perception=null"  # the random tower: no 5-minute pretraining
+NO_PERCEPTION = "++model.perception=null"  # the random tower: no perception pretraining (3.5 min)
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"
 TASKS = ("aesthetic", "alignment", "technical")
 METRICS = {f"{r}/{t}/{m}" for r in ("greedy", "expectation") for t in TASKS

@@ -12,7 +12,7 @@ from omniquality_r.data.records import RECORD_FIELDS
 from omniquality_r.prompts import parse_trajectory
 
 ROOT = Path(__file__).resolve().parents[2]
-NO_PERCEPTION = "++model.perception=null"  # the random tower: no 5-minute pretraining
+NO_PERCEPTION = "++model.perception=null"  # the random tower: no perception pretraining (3.5 min)
 
 
 def run_cot(tmp: Path, name: str, *overrides: str) -> tuple[Path, subprocess.CompletedProcess]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-NO_PERCEPTION = "++model.perception=null"  # the random tower: no 5-minute pretraining
+NO_PERCEPTION = "++model.perception=null"  # the random tower: no perception pretraining (3.5 min)
 
 
 def run_app(*overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from omniquality_r.data.synthetic import generate_synthetic
 from omniquality_r.models.loading import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
-NO_PERCEPTION = "++model.perception=null"  # the random tower: no 5-minute pretraining
+NO_PERCEPTION = "++model.perception=null"  # the random tower: no perception pretraining (3.5 min)
 
 
 def run_app(*overrides: str) -> subprocess.CompletedProcess:
