@@ -312,3 +312,6 @@ def test_rerun_with_more_steps_resumes_from_last_checkpoint(ddp_runs, tmp_path):
     assert "Restored all states from the checkpoint" in proc.stdout + proc.stderr
     assert logged_steps(run) == [[0, 1], [2]]
     assert optimiser_state(run / "checkpoints" / "last.ckpt") == (3, {3}, 3)
+    # GRPO's frozen reference is rebuilt on resume, never stored: the checkpoint holds the policy
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["state_dict"] and not any(k.startswith("ref_model.") for k in state["state_dict"])
