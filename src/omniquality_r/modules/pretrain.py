@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 class PerceptionModule(L.LightningModule):
     """Trains `visual` (the Qwen2.5-VL tower incl. merger) and `head` together."""
 
-    def __init__(self, visual, head, *, lr: float, weight_decay: float, warmup_ratio: float,
-                 loss_weights: dict[str, float], tower_lr_scale: float = 1.0,
+    def __init__(self, visual, head, *, lr: float, tower_lr_scale: float, weight_decay: float,
+                 warmup_ratio: float, loss_weights: dict[str, float],
                  log_every: int = 50):  # fmt: skip
         super().__init__()
         self.visual, self.head = visual, head
