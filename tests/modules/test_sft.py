@@ -23,7 +23,8 @@ from omniquality_r.models.loading import (
     set_vision_trainable,
     vision_modules,
 )
-from omniquality_r.modules.sft import SFTModule, accumulation_steps, train_sft
+from omniquality_r.models.shared_prefix import common_prefix_length
+from omniquality_r.modules.sft import SFTModule, accumulation_steps, sft_loss, train_sft
 
 INSTRUCTIONS = {"technical": "Rate the quality.", "aesthetic": "Rate the beauty.",
                 "alignment": 'Does it show "{prompt}"?'}  # fmt: skip
@@ -146,3 +147,23 @@ def test_accumulation_reaches_the_global_batch():
     assert accumulation_steps(256, 4, 8) == 8 and accumulation_steps(16, 16, 1) == 1
     with pytest.raises(ValueError, match="not a multiple"):
         accumulation_steps(256, 3, 8)
+
+
+def test_sft_loss_equals_the_models_own_loss_and_gradient(tiny_path, rows):
+    """sft_loss (system prompt once per batch, output layer on labelled positions only) is
+    Hugging Face's causal-LM loss over the full rows, value and gradient."""
+    model, processor = load_model(str(tiny_path))
+    model.eval()  # no dropout: both passes see the same function
+    batch = collate_sft(processor, rows, instructions=INSTRUCTIONS, system_prompt=SYSTEM)
+    inputs = {k: v for k, v in batch.items() if k not in ("skipped", "truncated")}
+    assert common_prefix_length(model, inputs["input_ids"], inputs["attention_mask"]) > 5
+    ours = sft_loss(model, inputs)
+    ours.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    theirs = model(**inputs).loss
+    theirs.backward()
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(grads[n], p.grad, atol=1e-5), n

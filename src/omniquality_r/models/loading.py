@@ -14,6 +14,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
+from .fast_vision import use_fast_vision
 from .tiny import VISION_TOKENS, build_tiny
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -45,14 +46,15 @@ def load_model(
     min_pixels: int | None = None,
     max_pixels: int | None = None,
 ):
-    """Model in train mode and its processor (left padding, vision tokens suppressed)."""
+    """Model in train mode and its processor (left padding, vision tokens suppressed), the
+    vision tower on its fast paths (fast_vision.py: same weights, same function)."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     if Path(path).exists() and not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a model folder (no config.json)")
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+    model = use_fast_vision(Qwen2_5_VLForConditionalGeneration.from_pretrained(
         path, dtype=DTYPES[dtype], attn_implementation=attn_implementation
-    )
+    ))
     kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
     processor = AutoProcessor.from_pretrained(path, **kwargs)
     processor.tokenizer.padding_side = "left"

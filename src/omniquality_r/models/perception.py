@@ -61,6 +61,7 @@ from ..data.synthetic import (
     technical_mos,
 )
 from ..eval.metrics import srcc
+from ..precision import describe_device, resolve_precision, uses_cuda
 from .loading import load_model
 
 log = logging.getLogger(__name__)
@@ -416,18 +417,22 @@ def collate(image_processor, images: list, labels: list[np.ndarray], tasks: list
 
 class PerceptionStream(IterableDataset):
     """Endless collated batches of fresh samples; batch b is a pure function of (seed, b):
-    task t's samples b * n_t .. (b + 1) * n_t - 1 with n_t = task_counts(...)[t]. DataLoader
-    workers take batches w, w + W, ... so the order does not depend on the worker count."""
+    task t's samples b * n_t .. (b + 1) * n_t - 1 with n_t = task_counts(...)[t]. Under
+    data parallelism (torch.distributed initialised, W ranks) rank r yields part r of each
+    batch (`batch(b, r, W)`), so the W ranks of a step see the same images as one process;
+    DataLoader workers take batches w, w + W', ... so the order does not depend on the
+    worker count."""
 
     def __init__(self, image_processor, image_size: int, batch_size: int, mix: dict, seed: int):
         self.image_processor = image_processor
         self.image_size, self.seed = image_size, seed
         self.counts = {t: n for t, n in task_counts(batch_size, mix).items() if n}
 
-    def batch(self, b: int) -> dict[str, torch.Tensor]:
+    def batch(self, b: int, part: int = 0, parts: int = 1) -> dict[str, torch.Tensor]:
+        """Batch b, or its part `part` of `parts`: every parts-th sample of each task."""
         images, labels, tasks = [], [], []
         for task, n in self.counts.items():
-            for i in range(b * n, (b + 1) * n):
+            for i in range(b * n + part, (b + 1) * n, parts):
                 sample = SAMPLERS[task](stream_rng(self.seed, task, i), self.image_size)
                 images.append(sample.image)
                 labels.append(label_vector(labels_of(task, sample.factors)))
@@ -437,7 +442,10 @@ class PerceptionStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        return map(self.batch, itertools.count(worker, workers))
+        dist = torch.distributed
+        rank, ranks = ((dist.get_rank(), dist.get_world_size()) if dist.is_initialized()
+                       else (0, 1))  # fmt: skip
+        return (self.batch(b, rank, ranks) for b in itertools.count(worker, workers))
 
 
 def vision_tokens(visual, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
@@ -482,6 +490,7 @@ def pretrain_vision(
     seed: int,
     eval_seed: int,
     eval_batches: int,
+    processes: int,
     workers: int,
     threads: int | None,
     precision: str,
@@ -489,9 +498,12 @@ def pretrain_vision(
     """Train the tower + merger of the model at base_path with a PerceptionHead for `steps`
     batches of fresh samples (`mix`: task proportions), then write out_path atomically: the
     base model with the new tower, its processor, the head, and REPORT with held-out
-    metrics on `eval_batches` batches of seed `eval_seed`. `threads`: torch threads while
-    training and evaluation (None: unchanged); the caller's thread count and RNG state are
-    kept."""
+    metrics on `eval_batches` batches of seed `eval_seed`. On a CPU, `processes` > 1 trains
+    data-parallel (Lightning ddp_spawn, gloo): each process generates its part of every batch
+    and computes with `threads` torch threads (None: unchanged), so generation and training
+    keep every core busy; `workers` adds DataLoader processes that generate ahead (on a GPU
+    the one process trains while they generate). `precision` is Lightning's ("auto": see
+    precision.py). The caller's thread count and RNG state are kept."""
     from ..modules.pretrain import PerceptionModule  # modules import models, not vice versa
 
     settings = {
@@ -499,9 +511,11 @@ def pretrain_vision(
         "tower_lr_scale": tower_lr_scale,
         "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "mix": mix,
         "loss_weights": loss_weights, "head_width": head_width, "seed": seed,
-        "eval_seed": eval_seed, "eval_batches": eval_batches, "workers": workers,
-        "threads": threads, "precision": precision,
+        "eval_seed": eval_seed, "eval_batches": eval_batches, "processes": processes,
+        "workers": workers, "threads": threads, "precision": precision,
     }  # fmt: skip
+    precision = resolve_precision(precision, "auto")
+    on_cpu = not uses_cuda("auto")
     start = time.perf_counter()
     model, processor = load_model(str(base_path))
     visual = model.model.visual
@@ -516,14 +530,20 @@ def pretrain_vision(
             head = new_head(visual, image_size, head_width)
             module = PerceptionModule(visual, head, lr=lr, tower_lr_scale=tower_lr_scale,
                                       weight_decay=weight_decay, warmup_ratio=warmup_ratio,
-                                      loss_weights=loss_weights)  # fmt: skip
+                                      loss_weights=loss_weights, threads=threads)  # fmt: skip
             loader = DataLoader(stream, batch_size=None, num_workers=workers,
                                 prefetch_factor=4 if workers else None)  # fmt: skip
+            parallel = on_cpu and processes > 1
             trainer = L.Trainer(
-                max_steps=steps, accelerator="auto", devices=1, precision=precision,
+                max_steps=steps, accelerator="cpu" if on_cpu else "auto",
+                devices=processes if parallel else 1,
+                strategy="ddp_spawn" if parallel else "auto", precision=precision,
                 logger=False, enable_checkpointing=False, enable_progress_bar=False,
                 enable_model_summary=False, gradient_clip_val=1.0,
             )  # fmt: skip
+            log.info("perception pretraining: precision %s (%s), %d process(es) x %s thread(s)",
+                     precision, describe_device("auto"), trainer.world_size if parallel else 1,
+                     threads or caller_threads)  # fmt: skip
             trainer.fit(module, loader)
         train_seconds = time.perf_counter() - start
         fold_norm(visual, head)
@@ -534,6 +554,8 @@ def pretrain_vision(
         torch.set_num_threads(caller_threads)
     report = {
         "base": Path(base_path).name, "settings": settings,
+        "device": {**describe_device("auto"), "precision": precision, "processes": processes,
+                   "threads": threads or caller_threads},
         "train_seconds": round(train_seconds, 1),
         "seconds": round(time.perf_counter() - start, 1), "images_seen": steps * batch_size,
         "held_out": {"seed": eval_seed, "images": len(labels),
@@ -560,8 +582,11 @@ def perception_hash(settings: dict) -> str:
 
 
 def ensure_perception(base_path: str | Path, settings: dict, image_size: int) -> Path:
-    """The cached perception-pretrained folder beside base_path, pretraining it if missing."""
+    """The cached perception-pretrained folder beside base_path, pretraining it if missing.
+    The precision is resolved first ("auto" -> this machine's), so the cache key names the
+    precision the tower was trained in."""
     base_path = Path(base_path)
+    settings = {**settings, "precision": resolve_precision(settings["precision"], "auto")}
     target = base_path.parent / f"{base_path.name}-perception-{perception_hash(settings)}"
     if (target / REPORT).is_file():
         return target

@@ -14,6 +14,7 @@ import logging
 import time
 
 import lightning as L
+import torch
 
 from ..models.perception import perception_loss, vision_tokens
 from .optim import adam_with_schedule
@@ -26,21 +27,31 @@ class PerceptionModule(L.LightningModule):
 
     def __init__(self, visual, head, *, lr: float, tower_lr_scale: float, weight_decay: float,
                  warmup_ratio: float, loss_weights: dict[str, float],
-                 log_every: int = 50):  # fmt: skip
+                 threads: int | None = None, log_every: int = 50):  # fmt: skip
         super().__init__()
         self.visual, self.head = visual, head
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
         self.loss_weights = dict(loss_weights)
         self.tower_lr_scale = tower_lr_scale
-        self.log_every = log_every
+        self.threads, self.log_every = threads, log_every
+
+    def setup(self, stage: str) -> None:
+        """In every training process (ddp_spawn starts fresh ones): its torch threads, and a
+        console handler for the progress lines where the process has no logging set up."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO,
+                                format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
 
     def training_step(self, batch: dict, batch_idx: int):
         tokens = vision_tokens(self.visual, batch["pixel_values"], batch["grid_thw"])
         loss, terms = perception_loss(self.head(tokens), batch["labels"], self.loss_weights)
         if batch_idx == 0:
             self._start = time.perf_counter()
-        elif batch_idx % self.log_every == 0:
-            rate = batch_idx * len(batch["labels"]) / (time.perf_counter() - self._start)
+        elif batch_idx % self.log_every == 0 and self.trainer.is_global_zero:
+            images = batch_idx * len(batch["labels"]) * self.trainer.world_size
+            rate = images / (time.perf_counter() - self._start)
             log.info("perception step %d/%d loss %.3f (%s) %.0f img/s", batch_idx,
                      self.trainer.max_steps, loss.item(),
                      " ".join(f"{t} {v.item():.3f}" for t, v in terms.items()), rate)  # fmt: skip

@@ -1,6 +1,9 @@
 """Supervised fine-tuning on the chain-of-thought data (METHOD.md step 2).
 
-Loss: token-mean cross-entropy over the assistant tokens (labels != -100, data/collate.py).
+Loss (`sft_loss`): token-mean cross-entropy over the assistant tokens (labels != -100,
+data/collate.py), -1/N sum_{t: label_t != -100} log p(label_t | tokens < t); the prefix every
+row shares (the system prompt) runs once per batch (models/shared_prefix.py) and the output
+layer only on the labelled positions.
 Optimiser and schedule: modules/optim.py, shared with GRPO: AdamW(lr, betas=(0.9, 0.95),
 weight_decay=0) on the trainable parameters; per optimiser step s of T, warmup
 w = ceil(warmup_ratio * T), m = min_lr_ratio:
@@ -31,6 +34,7 @@ from ..data.collate import IGNORE_INDEX
 from ..data.records import Record
 from ..eval.evaluate import flat_metrics, metric_rows, predict
 from ..models.loading import count_parameters, save_checkpoint
+from ..models.shared_prefix import common_prefix_length, hidden_after_prefix, lm_logits
 from .optim import adam_with_schedule
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,18 @@ def accumulation_steps(global_batch: int, micro_batch: int, world_size: int) -> 
         raise ValueError(f"global batch {global_batch} is not a multiple of micro batch "
                          f"{micro_batch} x world size {world_size}")  # fmt: skip
     return global_batch // per_step
+
+
+def sft_loss(model, batch: dict) -> torch.Tensor:
+    """The module docstring's loss on a collate_sft batch (model inputs and labels)."""
+    ids = batch["input_ids"]
+    shared = common_prefix_length(model, ids, batch["attention_mask"])
+    hidden = hidden_after_prefix(model, batch, prefix_len=shared,
+                                 groups=torch.zeros(len(ids), dtype=torch.long))  # fmt: skip
+    targets = batch["labels"][:, shared:]  # hidden[:, j] predicts token shared + j
+    keep = targets != IGNORE_INDEX
+    logits = lm_logits(model, hidden[:, :-1][keep]).float()
+    return torch.nn.functional.cross_entropy(logits, targets[keep])
 
 
 class SFTModule(L.LightningModule):
@@ -94,7 +110,7 @@ class SFTModule(L.LightningModule):
         self.validated_at = -1  # global step of the last validation
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        return self.model(**{k: v for k, v in batch.items() if k not in BATCH_INFO}).loss
+        return sft_loss(self.model, {k: v for k, v in batch.items() if k not in BATCH_INFO})
 
     def training_step(self, batch: dict, batch_idx: int):
         for reason in batch["skipped"]:

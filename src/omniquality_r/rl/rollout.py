@@ -2,9 +2,10 @@
 
 The vision tower runs once per prompt (`image_features`); its output is
 repeated G times (`repeat_features`) and handed to Qwen2.5-VL through
-`mm_encoder_outputs`, both for generation (KV cache on) and for the loss pass,
-so neither runs the tower on G copies of an image. The text prefill of the
-prompt still runs per completion.
+`mm_encoder_outputs` for generation (KV cache on), so the tower never runs on G
+copies of an image. The loss and reference passes (`completion_logits`) run each
+prompt once and its G completions from the prompt's key/value cache
+(models/shared_prefix.py). Generation still prefills the prompt per completion.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import torch
 from peft import PeftModel
 from torch import Tensor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from ..models.shared_prefix import hidden_after_prefix, lm_logits
 
 PER_ROW = ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw")
 
@@ -74,21 +77,25 @@ def completion_logits(
     model, prompt_inputs: dict, features: Sequence[Tensor], group_size: int,
     completion_ids: Tensor, completion_mask: Tensor,
 ) -> Tensor:  # fmt: skip
-    """Logits [P*G, T, V] predicting each completion token, prompt and image as context."""
+    """Logits [P*G, T, V] predicting each completion token, prompt and image as context; each
+    prompt (with its image) runs once for its G completions (models/shared_prefix.py)."""
     rows = expand_rows(prompt_inputs, group_size)
-    ids = torch.cat([rows["input_ids"], completion_ids], dim=1)
-    attention = torch.cat([rows["attention_mask"], completion_mask.to(rows["attention_mask"])], 1)
-    extra = {"image_grid_thw": rows["image_grid_thw"]}
+    width = rows["input_ids"].shape[1]
+    inputs = {
+        "input_ids": torch.cat([rows["input_ids"], completion_ids], dim=1),
+        "attention_mask": torch.cat(
+            [rows["attention_mask"], completion_mask.to(rows["attention_mask"])], dim=1),
+        "image_grid_thw": rows["image_grid_thw"],
+    }  # fmt: skip
     if "mm_token_type_ids" in rows:
-        extra["mm_token_type_ids"] = torch.cat(
+        inputs["mm_token_type_ids"] = torch.cat(
             [rows["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1
         )
-    t = completion_ids.shape[1]
-    out = model(
-        input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=t + 1,
-        mm_encoder_outputs={"image": repeat_features(features, group_size)}, **extra,
-    )  # fmt: skip
-    return out.logits[:, :-1]
+    groups = torch.arange(len(features), device=completion_ids.device)
+    groups = groups.repeat_interleave(group_size)
+    hidden = hidden_after_prefix(model, inputs, prefix_len=width, groups=groups,
+                                 image_features=tuple(features[g] for g in groups.tolist()))
+    return lm_logits(model, hidden[:, :-1])
 
 
 def token_logprobs(logits: Tensor, ids: Tensor) -> Tensor:
