@@ -45,6 +45,13 @@ def resolve_precision(precision: str | int, accelerator: str) -> str:
     return BF16 if native_bf16(accelerator) else FP32
 
 
+def trainer_device(trainer) -> dict:
+    """describe_device for a Lightning Trainer, with the precision and world size it ran."""
+    device = "cuda" if trainer.strategy.root_device.type == "cuda" else "cpu"
+    return {**describe_device(device), "precision": trainer.precision,
+            "world_size": trainer.world_size}  # fmt: skip
+
+
 def describe_device(accelerator: str) -> dict:
     """What the precision choice was made on: CPU capability, threads, native bf16."""
     return {

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from tqdm.auto import tqdm
 
+from .console import progress as console_progress
 from .data.records import DataError, jsonl_objects, load_image
 from .inference import READOUTS, PromptSpec, score_items
 from .models.loading import load_model
@@ -188,7 +188,7 @@ class QualityScorer:
                     jobs += [(res, PromptSpec(pil, t, prompt))] * samples
             results.append(row[task] if isinstance(task, str) else row)
         starts = range(0, len(jobs), batch_size)
-        for start in tqdm(starts, desc="score", unit="batch", disable=not progress):
+        for start in console_progress(starts, desc="score" if progress else None, unit="batch"):
             batch = jobs[start : start + batch_size]
             responses, scores = score_items(
                 self.model, self.processor, [spec for _, spec in batch],

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from transformers.utils import logging as hf_logging
 
 from .best_of_n import active_tasks, collect_candidates, select, selection_summary, write_selection
+from .console import ProgressLines, interactive, single_log_lines
 from .cot.stage import make_teacher, write_cot
 from .data.build import build_splits
 from .data.collate import collate_sft
@@ -42,6 +43,7 @@ from .models.perception import REPORT as PERCEPTION_REPORT
 from .models.perception import format_perception_report
 from .modules.grpo import GRPOModule, GRPOSettings
 from .modules.sft import SFTModule, accumulation_steps, read_cot, train_sft
+from .precision import describe_device, resolve_precision, trainer_device, uses_cuda
 from .rewards import REWARDS
 from .scoring import (
     QualityScorer,
@@ -64,10 +66,7 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def device_of(trainer: DictConfig) -> torch.device:
-    wants_gpu = trainer.accelerator in ("gpu", "cuda") or (
-        trainer.accelerator == "auto" and torch.cuda.is_available()
-    )
-    return torch.device("cuda" if wants_gpu else "cpu")
+    return torch.device("cuda" if uses_cuda(trainer.accelerator) else "cpu")
 
 
 def instructions_of(cfg: DictConfig) -> dict[str, str]:
@@ -124,10 +123,15 @@ def lightning_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
                                  save_last=True, save_on_exception=True,
                                  every_n_train_steps=t.checkpoint_every_n_steps,
                                  enable_version_counter=False)  # fmt: skip
+    precision = resolve_precision(t.precision, t.accelerator)
+    log.info("%s: precision %s (trainer.precision=%s; %s)", cfg.stage.name, precision,
+             t.precision, describe_device(t.accelerator))  # fmt: skip
+    lines = [] if interactive() else [ProgressLines(cfg.stage.name)]
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
-        precision=t.precision, num_nodes=t.num_nodes, logger=instantiate(cfg.logger),
-        default_root_dir=str(output_dir(cfg)), callbacks=[checkpoint], **kwargs,
+        precision=precision, num_nodes=t.num_nodes, logger=instantiate(cfg.logger),
+        default_root_dir=str(output_dir(cfg)), callbacks=[checkpoint, *lines],
+        enable_progress_bar=interactive(), **kwargs,
     )  # fmt: skip
 
 
@@ -260,6 +264,8 @@ def grpo_stage(cfg: DictConfig) -> dict:
     save_checkpoint(module.model, processor, out / CHECKPOINT)
     summary = {
         "steps": trainer.global_step, "wall_s": wall, "skipped_images": module.skipped_images,
+        "completions": trainer.global_step * prompts * cfg.algo.group_size * trainer.world_size,
+        "device": trainer_device(trainer),
         **{k: float(v) for k, v in trainer.callback_metrics.items()},
     }
     (out / CHECKPOINT / "train_summary.json").write_text(json.dumps(summary, indent=2))
@@ -280,7 +286,7 @@ def sft_stage(cfg: DictConfig) -> dict:
     model, processor = configured_model(cfg)
     collate = functools.partial(collate_sft, processor, instructions=instructions_of(cfg),
                                 system_prompt=cfg.system_prompt, keep_plan=s.keep_plan,
-                                max_length=s.max_length)  # fmt: skip
+                                max_length=s.max_length, cache={})  # fmt: skip
     loader = DataLoader(train, batch_size=s.micro_batch, shuffle=True, collate_fn=collate,
                         num_workers=s.num_workers,
                         generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
@@ -396,6 +402,7 @@ def pretrain_stage(cfg: DictConfig) -> dict:
 
 # name, stage config key under stage=pipeline, algo key (grpo), step whose checkpoint it starts from
 PIPELINE = (
+    ("pretrain", "pretrain", None, None),
     ("eval_untrained", "eval_untrained", None, None),
     ("cot", "cot", None, None),
     ("sft", "sft", None, None),
@@ -430,6 +437,8 @@ def pipeline_stage(cfg: DictConfig) -> dict:
     redo = set(cfg.stage.redo or ())
     summary: dict[str, dict] = {}
     for name, key, algo, start in PIPELINE:
+        if name == "pretrain" and not perception_settings(cfg):
+            continue  # the random tower (model.perception=null): nothing to pretrain
         folder = run / name
         done = folder / DONE
         if done.is_file() and not ({name, "all"} & redo):
@@ -499,6 +508,7 @@ def run_stage(cfg: DictConfig) -> dict:
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; expected one of {sorted(STAGES)}")
     hf_logging.disable_progress_bar()
+    single_log_lines()
     seed_everything(cfg.seed, workers=True)
     metrics = STAGES[name](cfg)
     write_job_summary(cfg, metrics)

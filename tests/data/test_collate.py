@@ -100,3 +100,18 @@ def test_unreadable_images_are_skipped_and_listed(tiny_model, rows, tmp_path):
     assert batch["input_ids"].shape[0] == 1 and batch["image_grid_thw"].shape[0] == 1
     assert [s.split(":")[0] for s in batch["skipped"]] == ["bad/1", "bad/2"]
     assert "input_ids" not in collate(processor, bad)
+
+
+def test_the_cache_encodes_each_row_once_and_gives_the_same_batch(tiny_model, rows, monkeypatch):
+    from omniquality_r.data import collate
+
+    calls = []
+    encode = collate._encode
+    monkeypatch.setattr(collate, "_encode", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    cache: dict = {}
+    first = collate_sft(tiny_model[1], rows, instructions=INSTRUCTIONS, system_prompt="S",
+                        cache=cache)  # fmt: skip
+    again = collate_sft(tiny_model[1], rows, instructions=INSTRUCTIONS, system_prompt="S",
+                        cache=cache)  # fmt: skip
+    assert len(calls) == len(rows)
+    assert all(torch.equal(first[k], again[k]) for k in first if isinstance(first[k], torch.Tensor))

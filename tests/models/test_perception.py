@@ -103,6 +103,20 @@ def test_stream_batches_depend_only_on_seed_and_index(tiny_model):
     assert a["pixel_values"].shape == (4 * 64, 1176) and a["grid_thw"].tolist() == [[1, 8, 8]] * 4
 
 
+def test_the_parts_of_a_batch_are_the_batch(tiny_model):
+    """Rank r of W generates every W-th sample of each task: together the same images."""
+    stream = PerceptionStream(tiny_model[1].image_processor, 112, 5, {"technical": 3,
+                                                                      "alignment": 2}, seed=1)
+    whole = stream.batch(2)
+    parts = [stream.batch(2, r, 2) for r in range(2)]
+    assert [len(p["labels"]) for p in parts] == [3, 2]
+    rows = {tuple(x.tolist()) for x in whole["pixel_values"].view(5, -1)[:, :32]}
+    split = {tuple(x.tolist()) for p in parts for x in p["pixel_values"].view(len(p["labels"]),
+                                                                            -1)[:, :32]}
+    assert rows == split and sorted(whole["tasks"].tolist()) == sorted(
+        t for p in parts for t in p["tasks"].tolist())
+
+
 def test_auc_and_technical_metrics_of_perfect_predictions():
     assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([False, False, True, True])) == 0.75
     rng = np.random.default_rng(0)
@@ -166,7 +180,7 @@ def test_fold_norm_moves_the_head_standardisation_into_the_merger(tiny_model):
 def tiny_settings() -> dict:
     """conf/model/tiny.yaml's perception settings at a budget of a few seconds."""
     settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/tiny.yaml").perception)
-    return settings | {"steps": 3, "batch_size": 6, "eval_batches": 1, "workers": 0}
+    return settings | {"steps": 3, "batch_size": 6, "eval_batches": 1, "processes": 1}
 
 
 def test_pretrained_cache_is_built_once_and_reloads_identically(
@@ -203,3 +217,17 @@ def test_pretrained_cache_is_built_once_and_reloads_identically(
     reported = {k: v for k, v in report["held_out"].items() if k not in ("seed", "images")}
     assert json.dumps(perception_metrics(probs, labels, tasks), sort_keys=True) == json.dumps(
         reported, sort_keys=True)  # NaN-safe: undefined metrics on a batch this small
+
+
+def test_two_process_pretraining_trains_the_tower_and_records_how(tiny_path, tiny_spec,
+                                                                 tiny_settings, tmp_path):
+    """processes=2: two gloo ranks (ddp_spawn) train on their parts of each batch; the parent
+    gets rank 0's weights, and the report names the precision and the process count."""
+    out = tmp_path / "perception"
+    report = perception.pretrain_vision(tiny_path, out, image_size=tiny_spec["image_size"],
+                                        **tiny_settings | {"processes": 2, "steps": 2,
+                                                           "batch_size": 4})  # fmt: skip
+    assert report["device"]["processes"] == 2 and report["device"]["precision"] in (
+        "32-true", "bf16-mixed")
+    base, new = load_file(tiny_path / "model.safetensors"), load_file(out / "model.safetensors")
+    assert any(not torch.equal(base[k], new[k]) for k in base if ".blocks." in k)

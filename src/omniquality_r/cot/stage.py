@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from ..console import progress
 from ..data.records import Record, load_readable
 from .analyst import AnalystTeacher
 from .rejection import AcceptanceStats, accept, format_table, parse_all, select
@@ -58,7 +57,7 @@ def write_cot(
     stats, skipped, written = AcceptanceStats(), [], 0
     start_time = time.perf_counter()
     with (out / "cot.jsonl").open("w") as f:
-        for start in tqdm(range(0, len(records), batch_size), desc="cot", unit="batch"):
+        for start in progress(range(0, len(records), batch_size), desc="cot", unit="batch"):
             batch, images, unreadable = load_readable(records[start : start + batch_size])
             skipped.extend(unreadable)
             if not batch:

@@ -35,6 +35,24 @@ def sft_target(row: Mapping, keep_plan: bool) -> str:
     return compose_response(row["reasoning"], float(row["score"]), plan)
 
 
+def _encode(processor, row: Mapping, end_id: int, *, instructions: dict[str, str],
+            system_prompt: str, keep_plan: bool, max_length: int):  # fmt: skip
+    """(processor output, prompt ids, target ids) of a row, or why it is left out."""
+    try:
+        image = load_image(row["image"])
+    except DataError as e:
+        return f"{row['id']}: {e}"
+    messages = build_messages(row["task"], instructions, system_prompt, row["prompt"])
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[prompt], images=[image], return_tensors=None)
+    prompt_ids = enc["input_ids"][0]
+    if len(prompt_ids) >= max_length:
+        return f"{row['id']}: prompt of {len(prompt_ids)} tokens >= max_length {max_length}"
+    tok = processor.tokenizer
+    return enc, prompt_ids, [*tok(sft_target(row, keep_plan), add_special_tokens=False).input_ids,
+                             end_id]  # fmt: skip
+
+
 def collate_sft(
     processor,
     rows: Sequence[Mapping],
@@ -43,31 +61,30 @@ def collate_sft(
     system_prompt: str,
     keep_plan: bool = False,
     max_length: int = 2048,
+    cache: dict | None = None,
 ) -> dict:
     """Model inputs with `labels` (see module docstring), plus `skipped` (list of
-    "id: reason") and `truncated` (count). No `input_ids` when every row was skipped."""
+    "id: reason") and `truncated` (count). No `input_ids` when every row was skipped.
+    `cache` (a dict kept across calls): each row's image is read, processed and tokenized
+    once, not once per epoch; rows whose image could not be read are retried."""
     tok = processor.tokenizer
     end_id = tok.convert_tokens_to_ids(END_OF_TURN)
     examples, skipped, truncated = [], [], 0
     for row in rows:
-        try:
-            image = load_image(row["image"])
-        except DataError as e:
-            skipped.append(f"{row['id']}: {e}")
+        key = (row["id"], row["task"], row["prompt"], row["reasoning"], row["score"])
+        encoded = None if cache is None else cache.get(key)
+        if encoded is None:
+            encoded = _encode(processor, row, end_id, instructions=instructions,
+                              system_prompt=system_prompt, keep_plan=keep_plan,
+                              max_length=max_length)  # fmt: skip
+            if cache is not None and not isinstance(encoded, str):  # skipped rows: retried
+                cache[key] = encoded
+        if isinstance(encoded, str):
+            skipped.append(encoded)
             continue
-        messages = build_messages(row["task"], instructions, system_prompt, row["prompt"])
-        prompt = processor.apply_chat_template(messages, add_generation_prompt=True,
-                                               tokenize=False)  # fmt: skip
-        enc = processor(text=[prompt], images=[image], return_tensors=None)
-        prompt_ids = enc["input_ids"][0]
-        if len(prompt_ids) >= max_length:
-            skipped.append(f"{row['id']}: prompt of {len(prompt_ids)} tokens >= max_length "
-                           f"{max_length}")  # fmt: skip
-            continue
-        target = [*tok(sft_target(row, keep_plan), add_special_tokens=False).input_ids, end_id]
-        room = max_length - len(prompt_ids)
-        truncated += len(target) > room
-        examples.append((enc, prompt_ids, target[:room]))
+        enc, prompt_ids, target = encoded
+        truncated += len(target) > max_length - len(prompt_ids)
+        examples.append((enc, prompt_ids, target[: max_length - len(prompt_ids)]))
     if not examples:
         return {"skipped": skipped, "truncated": truncated}
 

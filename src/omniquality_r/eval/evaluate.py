@@ -13,8 +13,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from ..console import progress
 from ..data.records import Record, load_readable
 from ..inference import PromptSpec, score_items
 from .metrics import format_table, grouped_metrics
@@ -41,8 +40,7 @@ def predict(
     rows, skipped = [], []
     was_training = model.training
     model.eval()
-    for start in tqdm(range(0, len(records), batch_size), desc=desc, unit="batch",
-                      disable=desc is None):
+    for start in progress(range(0, len(records), batch_size), desc=desc, unit="batch"):
         batch, images, unreadable = load_readable(records[start : start + batch_size])
         skipped.extend(unreadable)
         if not batch:

@@ -70,10 +70,14 @@ def load_model(
     return model, processor
 
 
+def base_model(model):
+    """The Qwen2.5-VL itself, inside a peft wrapper or not."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
 def vision_modules(model) -> list[torch.nn.Module]:
     """The vision tower and its merger into the language model."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    return [base.model.visual]
+    return [base_model(model).model.visual]
 
 
 def set_vision_trainable(model, trainable: bool) -> None:

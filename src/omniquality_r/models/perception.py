@@ -581,13 +581,17 @@ def perception_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def ensure_perception(base_path: str | Path, settings: dict, image_size: int) -> Path:
-    """The cached perception-pretrained folder beside base_path, pretraining it if missing.
-    The precision is resolved first ("auto" -> this machine's), so the cache key names the
-    precision the tower was trained in."""
+def perception_folder(base_path: str | Path, settings: dict) -> tuple[Path, dict]:
+    """The cache folder of `settings` beside base_path, and the settings with the precision
+    resolved ("auto" -> this machine's), so the cache key names the precision trained in."""
     base_path = Path(base_path)
     settings = {**settings, "precision": resolve_precision(settings["precision"], "auto")}
-    target = base_path.parent / f"{base_path.name}-perception-{perception_hash(settings)}"
+    return base_path.parent / f"{base_path.name}-perception-{perception_hash(settings)}", settings
+
+
+def ensure_perception(base_path: str | Path, settings: dict, image_size: int) -> Path:
+    """The cached perception-pretrained folder beside base_path, pretraining it if missing."""
+    target, settings = perception_folder(base_path, settings)
     if (target / REPORT).is_file():
         return target
     log.info("perception pretraining: no cache at %s; training the vision tower for %d steps "

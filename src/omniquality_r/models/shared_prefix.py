@@ -16,20 +16,17 @@ the rest.
 from __future__ import annotations
 
 import torch
-from peft import PeftModel
 from torch import Tensor
 from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-
-def _base(model):
-    return model.get_base_model() if isinstance(model, PeftModel) else model
+from .loading import base_model
 
 
 def common_prefix_length(model, input_ids: Tensor, attention_mask: Tensor) -> int:
     """Leading positions where every row holds the same attended token, up to the first
     image/video placeholder, and at most width - 1 (the rest is never empty)."""
-    config = _base(model).config
+    config = base_model(model).config
     vision = torch.isin(input_ids[0], torch.tensor([config.image_token_id, config.video_token_id],
                                                    device=input_ids.device))  # fmt: skip
     same = (input_ids == input_ids[:1]).all(0) & attention_mask.bool().all(0) & ~vision
@@ -51,7 +48,7 @@ def hidden_after_prefix(
     one group share their first prefix_len tokens, computed once on the group's first row;
     `image_features`: the merged vision features per row (e.g. rollout.image_features), else
     the tower runs on the pixel_values of the rows that need it."""
-    base = _base(model)
+    base = base_model(model)
     vlm = base.model
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     grid, types = inputs["image_grid_thw"], inputs.get("mm_token_type_ids")
@@ -89,4 +86,4 @@ def hidden_after_prefix(
 
 def lm_logits(model, hidden: Tensor) -> Tensor:
     """The output layer (lm_head) on hidden states."""
-    return _base(model).lm_head(hidden)
+    return base_model(model).lm_head(hidden)

@@ -25,6 +25,7 @@ from peft import PeftModel
 from ..data.records import Record, load_readable
 from ..eval.evaluate import flat_metrics, metric_rows, predict
 from ..inference import PromptSpec, completion_mask, decode, encode_prompts
+from ..models.loading import vision_modules
 from ..prompts import parse_answer
 from ..rewards import RewardParts
 from ..rl.advantage import group_advantages, kl_penalized_advantages
@@ -149,9 +150,7 @@ class GRPOModule(L.LightningModule):
         return kept, [PromptSpec(im, r.task, r.prompt) for r, im in zip(kept, images)]
 
     def _vision_trainable(self) -> bool:
-        visual = (self.model.get_base_model() if isinstance(self.model, PeftModel)
-                  else self.model).model.visual  # fmt: skip
-        return any(p.requires_grad for p in visual.parameters())
+        return any(p.requires_grad for m in vision_modules(self.model) for p in m.parameters())
 
     # -------------------------------------------------------------- rollout
     @torch.no_grad()

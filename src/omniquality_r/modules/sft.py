@@ -35,6 +35,7 @@ from ..data.records import Record
 from ..eval.evaluate import flat_metrics, metric_rows, predict
 from ..models.loading import count_parameters, save_checkpoint
 from ..models.shared_prefix import common_prefix_length, hidden_after_prefix, lm_logits
+from ..precision import trainer_device
 from .optim import adam_with_schedule
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ def train_sft(module: SFTModule, trainer: L.Trainer, train_loader, val_loader, o
         "skipped": len(module.skipped),
         "truncated": module.truncated,
         "parameters": count_parameters(module.model),
+        "device": trainer_device(trainer),
         "final": {k: float(v) if math.isfinite(v) else None  # strict JSON: NaN -> null
                   for k, v in trainer.callback_metrics.items()},
     }

@@ -1,11 +1,10 @@
 """Rollouts for GRPO with each prompt's image encoded once per group.
 
-The vision tower runs once per prompt (`image_features`); its output is
-repeated G times (`repeat_features`) and handed to Qwen2.5-VL through
-`mm_encoder_outputs` for generation (KV cache on), so the tower never runs on G
-copies of an image. The loss and reference passes (`completion_logits`) run each
-prompt once and its G completions from the prompt's key/value cache
-(models/shared_prefix.py). Generation still prefills the prompt per completion.
+The vision tower runs once per prompt (`image_features`) and the prompt's text
+once per group: generation prefills each prompt once (`prefill_groups`) and
+samples its G completions from that key/value cache; the loss and reference
+passes (`completion_logits`) run each prompt once and its G completions from
+its cache (models/shared_prefix.py). Nothing runs on G copies of a prompt.
 """
 
 from __future__ import annotations
@@ -13,32 +12,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from peft import PeftModel
 from torch import Tensor
+from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from ..models.loading import base_model
 from ..models.shared_prefix import hidden_after_prefix, lm_logits
 
 PER_ROW = ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw")
 
 
-def _base(model):
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
 def image_features(model, prompt_inputs: dict) -> tuple[Tensor, ...]:
     """Merged vision features per prompt image (one pass of the vision tower)."""
-    out = _base(model).model.get_image_features(
+    out = base_model(model).model.get_image_features(
         prompt_inputs["pixel_values"], prompt_inputs["image_grid_thw"], return_dict=True
     )
     return tuple(out.pooler_output)
-
-
-def repeat_features(features: Sequence[Tensor], group_size: int) -> BaseModelOutputWithPooling:
-    """Each image's features G times in a row, as `mm_encoder_outputs["image"]` expects."""
-    return BaseModelOutputWithPooling(
-        pooler_output=tuple(f for f in features for _ in range(group_size))
-    )
 
 
 def select_prompts(prompt_inputs: dict, index: Sequence[int]) -> dict:
@@ -63,14 +52,37 @@ def generate_groups(
     model, processor, prompt_inputs: dict, features: Sequence[Tensor], group_size: int,
     generation: dict,
 ) -> Tensor:  # fmt: skip
-    """G sampled completions per prompt, [P*G, T] right-padded with pad after eos."""
+    """G sampled completions per prompt, [P*G, T] right-padded with pad after eos. Each
+    prompt but its last token is prefilled once (prefill_groups), so `generate` starts from
+    the group's key/value cache: the same sampling as generating from G copies."""
     tok = processor.tokenizer
     rows = expand_rows(prompt_inputs, group_size)
+    cache = prefill_groups(model, prompt_inputs, features, group_size)
     out = model.generate(
-        **rows, mm_encoder_outputs={"image": repeat_features(features, group_size)},
-        **generation, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
+        cache=cache, **generation, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
     )  # fmt: skip
     return out[:, rows["input_ids"].shape[1]:]
+
+
+def prefill_groups(model, prompt_inputs: dict, features: Sequence[Tensor], group_size: int):
+    """The key/value cache of each prompt's first L - 1 tokens (image features included),
+    computed once per prompt and repeated for its G rows; the model's rope offsets
+    (`rope_deltas`) set for the P*G rows, so decoding continues at the right 3-D positions."""
+    vlm = base_model(model).model
+    ids, mask = prompt_inputs["input_ids"], prompt_inputs["attention_mask"]
+    types = prompt_inputs.get("mm_token_type_ids")
+    position_ids, deltas = vlm.get_rope_index(ids, image_grid_thw=prompt_inputs["image_grid_thw"],
+                                              attention_mask=mask, mm_token_type_ids=types)
+    cache = DynamicCache(config=base_model(model).config.get_text_config())
+    extra = {} if types is None else {"mm_token_type_ids": types[:, :-1]}
+    vlm(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids[..., :-1],
+        mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=tuple(features))},
+        image_grid_thw=prompt_inputs["image_grid_thw"], cache=cache, use_cache=True, **extra)
+    cache.batch_repeat_interleave(group_size)
+    vlm.rope_deltas = deltas.repeat_interleave(group_size, 0)
+    return cache
 
 
 def completion_logits(
