@@ -24,7 +24,13 @@ from omniquality_r.models.loading import (
     vision_modules,
 )
 from omniquality_r.models.shared_prefix import common_prefix_length
-from omniquality_r.modules.sft import SFTModule, accumulation_steps, sft_loss, train_sft
+from omniquality_r.modules.sft import (
+    BATCH_INFO,
+    SFTModule,
+    accumulation_steps,
+    sft_loss,
+    train_sft,
+)
 
 INSTRUCTIONS = {"technical": "Rate the quality.", "aesthetic": "Rate the beauty.",
                 "alignment": 'Does it show "{prompt}"?'}  # fmt: skip
@@ -155,7 +161,7 @@ def test_sft_loss_equals_the_models_own_loss_and_gradient(tiny_path, rows):
     model, processor = load_model(str(tiny_path))
     model.eval()  # no dropout: both passes see the same function
     batch = collate_sft(processor, rows, instructions=INSTRUCTIONS, system_prompt=SYSTEM)
-    inputs = {k: v for k, v in batch.items() if k not in ("skipped", "truncated")}
+    inputs = {k: v for k, v in batch.items() if k not in BATCH_INFO}
     assert common_prefix_length(model, inputs["input_ids"], inputs["attention_mask"]) > 5
     ours = sft_loss(model, inputs)
     ours.backward()
@@ -167,3 +173,21 @@ def test_sft_loss_equals_the_models_own_loss_and_gradient(tiny_path, rows):
     for n, p in model.named_parameters():
         if p.grad is not None:
             assert torch.allclose(grads[n], p.grad, atol=1e-5), n
+
+
+def test_a_frozen_towers_features_are_computed_once_and_give_the_same_loss(tiny_path, rows):
+    model, processor = load_model(str(tiny_path))
+    set_vision_trainable(model, False)
+    model.eval()
+    module = SFTModule(model, processor, lr=LR)
+    batch = collate_sft(processor, rows, instructions=INSTRUCTIONS, system_prompt=SYSTEM)
+    with torch.no_grad():
+        first = module._loss(batch)
+        assert set(module.frozen_features) == set(batch["ids"])
+        cached = dict(module.frozen_features)
+        again = module._loss(batch)
+        plain = sft_loss(model, {k: v for k, v in batch.items() if k not in BATCH_INFO})
+    assert all(module.frozen_features[i] is cached[i] for i in cached)  # reused, not recomputed
+    assert torch.allclose(first, plain, atol=1e-6) and torch.equal(first, again)
+    set_vision_trainable(model, True)
+    assert module._frozen_features(batch["ids"], batch) is None  # a training tower: no cache

@@ -63,13 +63,14 @@ def collate_sft(
     max_length: int = 2048,
     cache: dict | None = None,
 ) -> dict:
-    """Model inputs with `labels` (see module docstring), plus `skipped` (list of
-    "id: reason") and `truncated` (count). No `input_ids` when every row was skipped.
+    """Model inputs with `labels` (see module docstring), plus `ids` (of the rows in the
+    batch), `skipped` (list of "id: reason") and `truncated` (count). No `input_ids` when
+    every row was skipped.
     `cache` (a dict kept across calls): each row's image is read, processed and tokenized
     once, not once per epoch; rows whose image could not be read are retried."""
     tok = processor.tokenizer
     end_id = tok.convert_tokens_to_ids(END_OF_TURN)
-    examples, skipped, truncated = [], [], 0
+    examples, skipped, truncated, ids = [], [], 0, []
     for row in rows:
         key = (row["id"], row["task"], row["prompt"], row["reasoning"], row["score"])
         encoded = None if cache is None else cache.get(key)
@@ -85,6 +86,7 @@ def collate_sft(
         enc, prompt_ids, target = encoded
         truncated += len(target) > max_length - len(prompt_ids)
         examples.append((enc, prompt_ids, target[: max_length - len(prompt_ids)]))
+        ids.append(row["id"])
     if not examples:
         return {"skipped": skipped, "truncated": truncated}
 
@@ -107,4 +109,4 @@ def collate_sft(
         batch["mm_token_type_ids"] = padded(
             [e["mm_token_type_ids"][0] + [0] * len(t) for e, _, t in examples], 0
         )
-    return {**batch, "skipped": skipped, "truncated": truncated}
+    return {**batch, "ids": ids, "skipped": skipped, "truncated": truncated}

@@ -33,14 +33,15 @@ import torch
 from ..data.collate import IGNORE_INDEX
 from ..data.records import Record
 from ..eval.evaluate import flat_metrics, metric_rows, predict
-from ..models.loading import count_parameters, save_checkpoint
+from ..models.loading import count_parameters, save_checkpoint, vision_modules
 from ..models.shared_prefix import common_prefix_length, hidden_after_prefix, lm_logits
 from ..precision import trainer_device
+from ..rl.rollout import image_features
 from .optim import adam_with_schedule
 
 log = logging.getLogger(__name__)
 
-BATCH_INFO = ("skipped", "truncated")  # collate_sft's bookkeeping, not model inputs
+BATCH_INFO = ("ids", "skipped", "truncated")  # collate_sft's bookkeeping, not model inputs
 
 
 def read_cot(path: str | Path) -> list[dict]:
@@ -60,12 +61,14 @@ def accumulation_steps(global_batch: int, micro_batch: int, world_size: int) -> 
     return global_batch // per_step
 
 
-def sft_loss(model, batch: dict) -> torch.Tensor:
-    """The module docstring's loss on a collate_sft batch (model inputs and labels)."""
+def sft_loss(model, batch: dict, image_features: tuple | None = None) -> torch.Tensor:
+    """The module docstring's loss on a collate_sft batch (model inputs and labels);
+    `image_features` per row, when known, stand in for the vision tower."""
     ids = batch["input_ids"]
     shared = common_prefix_length(model, ids, batch["attention_mask"])
     hidden = hidden_after_prefix(model, batch, prefix_len=shared,
-                                 groups=torch.zeros(len(ids), dtype=torch.long))  # fmt: skip
+                                 groups=torch.zeros(len(ids), dtype=torch.long),
+                                 image_features=image_features)  # fmt: skip
     targets = batch["labels"][:, shared:]  # hidden[:, j] predicts token shared + j
     keep = targets != IGNORE_INDEX
     logits = lm_logits(model, hidden[:, :-1][keep]).float()
@@ -109,9 +112,21 @@ class SFTModule(L.LightningModule):
         self.longest_target = 0  # tokens with a label, for the generation-length check
         self.val_seconds = 0.0
         self.validated_at = -1  # global step of the last validation
+        self.frozen_features: dict[str, torch.Tensor] = {}  # row id -> frozen tower output
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        return sft_loss(self.model, {k: v for k, v in batch.items() if k not in BATCH_INFO})
+        inputs = {k: v for k, v in batch.items() if k not in BATCH_INFO}
+        return sft_loss(self.model, inputs, self._frozen_features(batch["ids"], inputs))
+
+    def _frozen_features(self, ids: list[str], inputs: dict) -> tuple | None:
+        """A frozen tower's output is a function of the image alone: computed at a row's first
+        batch and reused every epoch after (None while the tower trains)."""
+        if any(p.requires_grad for m in vision_modules(self.model) for p in m.parameters()):
+            return None
+        if not all(i in self.frozen_features for i in ids):
+            with torch.no_grad():
+                self.frozen_features.update(zip(ids, image_features(self.model, inputs)))
+        return tuple(self.frozen_features[i] for i in ids)
 
     def training_step(self, batch: dict, batch_idx: int):
         for reason in batch["skipped"]:
