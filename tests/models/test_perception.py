@@ -192,7 +192,7 @@ def test_pretrained_cache_is_built_once_and_reloads_identically(
                         lambda *a, **k: calls.append(k) or pretrain(*a, **k))  # fmt: skip
     cache = str(tiny_path.parent)  # the session's tiny model is the base
     path = Path(resolve_model_path("tiny", None, cache, tiny_spec, tiny_settings))
-    assert path.name == f"{tiny_path.name}-perception-{perception.perception_hash(tiny_settings)}"
+    assert path == perception.perception_folder(tiny_path, tiny_settings)[0]
     mtime = (path / "model.safetensors").stat().st_mtime_ns
     assert resolve_model_path("tiny", None, cache, tiny_spec, tiny_settings) == str(path)
     assert len(calls) == 1 and (path / "model.safetensors").stat().st_mtime_ns == mtime

@@ -41,6 +41,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 from safetensors.torch import load_file, save_file
 from scipy.stats import rankdata
 from torch import nn
@@ -501,9 +502,11 @@ def pretrain_vision(
     metrics on `eval_batches` batches of seed `eval_seed`. On a CPU, `processes` > 1 trains
     data-parallel (Lightning ddp_spawn, gloo): each process generates its part of every batch
     and computes with `threads` torch threads (None: unchanged), so generation and training
-    keep every core busy; `workers` adds DataLoader processes that generate ahead (on a GPU
-    the one process trains while they generate). `precision` is Lightning's ("auto": see
-    precision.py). The caller's thread count and RNG state are kept."""
+    keep every core busy (unused parameters allowed: a rank whose part holds no image of a
+    task leaves that task's head outputs out of its loss); `workers` adds DataLoader
+    processes that generate ahead (on a GPU the one process trains while they generate).
+    `precision` is Lightning's ("auto": see precision.py). The caller's thread count and RNG
+    state are kept."""
     from ..modules.pretrain import PerceptionModule  # modules import models, not vice versa
 
     settings = {
@@ -537,7 +540,8 @@ def pretrain_vision(
             trainer = L.Trainer(
                 max_steps=steps, accelerator="cpu" if on_cpu else "auto",
                 devices=processes if parallel else 1,
-                strategy="ddp_spawn" if parallel else "auto", precision=precision,
+                strategy=DDPStrategy(start_method="spawn", find_unused_parameters=True)
+                if parallel else "auto", precision=precision,
                 logger=False, enable_checkpointing=False, enable_progress_bar=False,
                 enable_model_summary=False, gradient_clip_val=1.0,
             )  # fmt: skip
