@@ -54,7 +54,7 @@ class _Lines:
         self.last = now
         of = f"/{self.total}" if self.total else ""
         eta = ""
-        if self.total and done and not final:
+        if self.total and 0 < done < self.total and not final:
             eta = f", ~{(now - self.start) * (self.total - done) / done:.0f} s left"
         log.info("%s: %d%s in %.0f s%s%s", self.desc, done, of, now - self.start, eta,
                  f" ({extra})" if extra else "")  # fmt: skip
