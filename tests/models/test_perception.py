@@ -1,5 +1,7 @@
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +233,20 @@ def test_two_process_pretraining_trains_the_tower_and_records_how(tiny_path, tin
         "32-true", "bf16-mixed")
     base, new = load_file(tiny_path / "model.safetensors"), load_file(out / "model.safetensors")
     assert any(not torch.equal(base[k], new[k]) for k in base if ".blocks." in k)
+
+
+def test_two_processes_needing_the_cache_build_it_once(tiny_path, tiny_spec, tiny_settings):
+    """Two processes start together on a missing cache: one trains, the other waits on the
+    lock and loads the same folder."""
+    code = ("import json, logging, sys; logging.basicConfig(level=logging.INFO); "
+            "from omniquality_r.models import perception as p; "
+            "a = json.loads(sys.argv[1]); print(p.ensure_perception(a[0], a[1], a[2]))")
+    args = json.dumps([str(tiny_path), tiny_settings | {"steps": 2, "seed": 7},
+                       tiny_spec["image_size"]])  # fmt: skip
+    procs = [subprocess.Popen([sys.executable, "-c", code, args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][1][-2000:] + outs[1][1][-2000:]
+    paths = {out.strip().splitlines()[-1] for out, _ in outs}
+    assert len(paths) == 1 and (Path(paths.pop()) / perception.REPORT).is_file()
+    assert sum("no cache at" in err for _, err in outs) == 1  # trained once

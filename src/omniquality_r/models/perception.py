@@ -28,6 +28,7 @@ cache as <base>-perception-<hash of the settings> (ensure_perception).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import json
@@ -594,13 +595,20 @@ def perception_folder(base_path: str | Path, settings: dict) -> tuple[Path, dict
 
 
 def ensure_perception(base_path: str | Path, settings: dict, image_size: int) -> Path:
-    """The cached perception-pretrained folder beside base_path, pretraining it if missing."""
+    """The cached perception-pretrained folder beside base_path, pretraining it if missing.
+    Processes that need the same folder at once (parallel sweep jobs, DDP ranks) take turns
+    on an exclusive file lock beside it: the first builds it, the others wait and load it."""
     target, settings = perception_folder(base_path, settings)
     if (target / REPORT).is_file():
         return target
-    log.info("perception pretraining: no cache at %s; training the vision tower for %d steps "
-             "(a few minutes, once)", target, settings["steps"])  # fmt: skip
-    report = pretrain_vision(base_path, target, image_size=image_size, **settings)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if (target / REPORT).is_file():  # built by another process while this one waited
+            return target
+        log.info("perception pretraining: no cache at %s; training the vision tower for %d "
+                 "steps (a few minutes, once)", target, settings["steps"])  # fmt: skip
+        report = pretrain_vision(base_path, target, image_size=image_size, **settings)
     log.info("perception pretraining done in %.0f s; report: %s", report["train_seconds"],
              target / REPORT)  # fmt: skip
     return target
