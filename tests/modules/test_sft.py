@@ -191,3 +191,14 @@ def test_a_frozen_towers_features_are_computed_once_and_give_the_same_loss(tiny_
     assert torch.allclose(first, plain, atol=1e-6) and torch.equal(first, again)
     set_vision_trainable(model, True)
     assert module._frozen_features(batch["ids"], batch) is None  # a training tower: no cache
+
+
+def test_sft_loss_of_rows_that_share_no_prefix_is_still_the_models_loss(tiny_path, rows):
+    model, processor = load_model(str(tiny_path))
+    model.eval()
+    batch = collate_sft(processor, rows[:2], instructions=INSTRUCTIONS, system_prompt=SYSTEM)
+    inputs = {k: v for k, v in batch.items() if k not in BATCH_INFO}
+    inputs["input_ids"][1, 0] = processor.tokenizer.pad_token_id  # the rows differ at once
+    assert common_prefix_length(model, inputs["input_ids"], inputs["attention_mask"]) == 0
+    with torch.no_grad():
+        assert torch.allclose(sft_loss(model, inputs), model(**inputs).loss, atol=1e-5)

@@ -51,6 +51,9 @@ def hidden_after_prefix(
     base = base_model(model)
     vlm = base.model
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    if not 1 <= prefix_len < ids.shape[1]:
+        raise ValueError(f"prefix_len {prefix_len} must be in [1, {ids.shape[1] - 1}] for rows "
+                         f"of {ids.shape[1]} tokens")  # fmt: skip
     grid, types = inputs["image_grid_thw"], inputs.get("mm_token_type_ids")
     position_ids, _ = vlm.get_rope_index(ids, image_grid_thw=grid, attention_mask=mask,
                                          mm_token_type_ids=types)  # fmt: skip

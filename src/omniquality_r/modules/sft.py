@@ -66,8 +66,10 @@ def sft_loss(model, batch: dict, image_features: tuple | None = None) -> torch.T
     `image_features` per row, when known, stand in for the vision tower."""
     ids = batch["input_ids"]
     shared = common_prefix_length(model, ids, batch["attention_mask"])
-    hidden = hidden_after_prefix(model, batch, prefix_len=shared,
-                                 groups=torch.zeros(len(ids), dtype=torch.long),
+    # rows sharing nothing (never the case for collate_sft's batches): each its own prefix
+    groups = torch.zeros(len(ids), dtype=torch.long) if shared else torch.arange(len(ids))
+    shared = shared or 1
+    hidden = hidden_after_prefix(model, batch, prefix_len=shared, groups=groups,
                                  image_features=image_features)  # fmt: skip
     targets = batch["labels"][:, shared:]  # hidden[:, j] predicts token shared + j
     keep = targets != IGNORE_INDEX
