@@ -57,10 +57,10 @@ def hidden_after_prefix(
     grid, types = inputs["image_grid_thw"], inputs.get("mm_token_type_ids")
     position_ids, _ = vlm.get_rope_index(ids, image_grid_thw=grid, attention_mask=mask,
                                          mm_token_type_ids=types)  # fmt: skip
-    reps = torch.unique(groups, sorted=False, return_inverse=True)[1]  # group -> 0..n-1
-    first = torch.zeros(int(reps.max()) + 1, dtype=torch.long, device=ids.device)
-    first.scatter_reduce_(0, reps, torch.arange(len(ids), device=ids.device), "amin",
-                          include_self=False)  # fmt: skip
+    group_of = torch.unique(groups, sorted=False, return_inverse=True)[1]  # row -> 0..n-1
+    first = torch.zeros(int(group_of.max()) + 1, dtype=torch.long, device=ids.device)
+    first.scatter_reduce_(0, group_of, torch.arange(len(ids), device=ids.device), "amin",
+                          include_self=False)  # group -> its first row  # fmt: skip
     image_in_prefix = bool((ids[:, :prefix_len] == base.config.image_token_id).any())
     if image_features is None:
         image_features = tuple(vlm.get_image_features(inputs["pixel_values"], grid,
@@ -81,10 +81,10 @@ def hidden_after_prefix(
 
     cache = DynamicCache(config=base.config.get_text_config())
     prefix = part(first, slice(0, prefix_len), cache, image_in_prefix)
-    cache.reorder_cache(reps)  # every row continues from its group's prefix
+    cache.reorder_cache(group_of)  # every row continues from its group's prefix
     rows = torch.arange(len(ids), device=ids.device)
     rest = part(rows, slice(prefix_len, None), cache, not image_in_prefix)
-    return torch.cat([prefix[reps, -1:], rest], dim=1)
+    return torch.cat([prefix[group_of, -1:], rest], dim=1)
 
 
 def lm_logits(model, hidden: Tensor) -> Tensor:
