@@ -37,8 +37,9 @@ from omniquality_r.data.synthetic import generate_synthetic
 from omniquality_r.inference import PromptSpec, completion_mask, encode_prompts
 from omniquality_r.models.loading import load_model, set_vision_trainable
 from omniquality_r.models.perception import vision_tokens
+from omniquality_r.models.shared_prefix import image_features
 from omniquality_r.modules.sft import BATCH_INFO, sft_loss
-from omniquality_r.rl.rollout import completion_logits, expand_rows, generate_groups, image_features
+from omniquality_r.rl.rollout import completion_logits, expand_rows, generate_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 P, G, NEW_TOKENS = 4, 8, 48

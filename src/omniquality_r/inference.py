@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from .models.shared_prefix import image_features
 from .prompts import build_messages, parse_answer
-from .rl.rollout import completion_logits, image_features
+from .rl.rollout import completion_logits
 
 READOUTS = ("greedy", "expectation")
 _DIGITS_RE = re.compile(r"\d\.\d\d")

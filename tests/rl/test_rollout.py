@@ -6,11 +6,11 @@ import torch
 from PIL import Image
 
 from omniquality_r.inference import PromptSpec, completion_mask, encode_prompts
+from omniquality_r.models.shared_prefix import image_features
 from omniquality_r.rl.rollout import (
     completion_logits,
     expand_rows,
     generate_groups,
-    image_features,
     select_prompts,
     token_logprobs,
 )

@@ -80,6 +80,11 @@ def vision_modules(model) -> list[torch.nn.Module]:
     return [base_model(model).model.visual]
 
 
+def vision_trainable(model) -> bool:
+    """Whether any weight of the vision tower (incl. its merger) trains."""
+    return any(p.requires_grad for m in vision_modules(model) for p in m.parameters())
+
+
 def set_vision_trainable(model, trainable: bool) -> None:
     """Freeze or unfreeze the vision tower (incl. its merger)."""
     for module in vision_modules(model):

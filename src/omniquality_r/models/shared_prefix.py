@@ -23,6 +23,14 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from .loading import base_model
 
 
+def image_features(model, inputs: dict) -> tuple[Tensor, ...]:
+    """Merged vision features per image of `inputs` (one pass of the vision tower)."""
+    out = base_model(model).model.get_image_features(
+        inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True
+    )
+    return tuple(out.pooler_output)
+
+
 def common_prefix_length(model, input_ids: Tensor, attention_mask: Tensor) -> int:
     """Leading positions where every row holds the same attended token, up to the first
     image/video placeholder, and at most width - 1 (the rest is never empty)."""
@@ -39,15 +47,15 @@ def hidden_after_prefix(
     *,
     prefix_len: int,
     groups: Tensor,
-    image_features: tuple[Tensor, ...] | None = None,
+    features: tuple[Tensor, ...] | None = None,
 ) -> Tensor:
     """Last-layer hidden states at positions prefix_len - 1 .. T - 1 of each row (B, T -
     prefix_len + 1, D): those that predict tokens prefix_len .. T (the last predicts past the
     row). `inputs`: input_ids, attention_mask (B, T), image_grid_thw (one image per row),
     mm_token_type_ids and pixel_values as the processor writes them; `groups` (B,): rows of
     one group share their first prefix_len tokens, computed once on the group's first row;
-    `image_features`: the merged vision features per row (e.g. rollout.image_features), else
-    the tower runs on the pixel_values of the rows that need it."""
+    `features`: the merged vision features per row (image_features), else the tower runs on
+    the pixel_values."""
     base = base_model(model)
     vlm = base.model
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
@@ -62,15 +70,13 @@ def hidden_after_prefix(
     first.scatter_reduce_(0, group_of, torch.arange(len(ids), device=ids.device), "amin",
                           include_self=False)  # group -> its first row  # fmt: skip
     image_in_prefix = bool((ids[:, :prefix_len] == base.config.image_token_id).any())
-    if image_features is None:
-        image_features = tuple(vlm.get_image_features(inputs["pixel_values"], grid,
-                                                      return_dict=True).pooler_output)  # fmt: skip
+    features = image_features(model, inputs) if features is None else features
 
     def part(rows: Tensor, cols: slice, cache: DynamicCache, with_image: bool):
         extra = {}
         if with_image:
             extra["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(
-                pooler_output=tuple(image_features[r] for r in rows.tolist()))}  # fmt: skip
+                pooler_output=tuple(features[r] for r in rows.tolist()))}  # fmt: skip
             extra["image_grid_thw"] = grid[rows]
         if types is not None:
             extra["mm_token_type_ids"] = types[rows, cols]

@@ -25,7 +25,8 @@ from peft import PeftModel
 from ..data.records import Record, load_readable
 from ..eval.evaluate import flat_metrics, metric_rows, predict
 from ..inference import PromptSpec, completion_mask, decode, encode_prompts
-from ..models.loading import vision_modules
+from ..models.loading import vision_trainable
+from ..models.shared_prefix import image_features
 from ..prompts import parse_answer
 from ..rewards import RewardParts
 from ..rl.advantage import group_advantages, kl_penalized_advantages
@@ -35,7 +36,6 @@ from ..rl.loss import aggregate, kl_k1, kl_k3, masked_mean, policy_loss
 from ..rl.rollout import (
     completion_logits,
     generate_groups,
-    image_features,
     select_prompts,
     token_logprobs,
 )
@@ -149,9 +149,6 @@ class GRPOModule(L.LightningModule):
         self.skipped_images += len(unreadable)
         return kept, [PromptSpec(im, r.task, r.prompt) for r, im in zip(kept, images)]
 
-    def _vision_trainable(self) -> bool:
-        return any(p.requires_grad for m in vision_modules(self.model) for p in m.parameters())
-
     # -------------------------------------------------------------- rollout
     @torch.no_grad()
     def rollout(self, records: Sequence[Record]) -> Rollout | None:
@@ -173,7 +170,7 @@ class GRPOModule(L.LightningModule):
         group_ids = torch.arange(len(records)).repeat_interleave(G)
         datasets = [r.dataset for r in records for _ in range(G)]
         rewards = self.reward_fn(texts, mos, group_ids, datasets)
-        return Rollout(list(records), inputs, None if self._vision_trainable() else features,
+        return Rollout(list(records), inputs, None if vision_trainable(self.model) else features,
                        ids, mask, texts, rewards)  # fmt: skip
 
     def _filtered_rollout(self, records: Sequence[Record]) -> tuple[Rollout | None, dict]:

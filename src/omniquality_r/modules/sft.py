@@ -33,10 +33,14 @@ import torch
 from ..data.collate import IGNORE_INDEX
 from ..data.records import Record
 from ..eval.evaluate import flat_metrics, metric_rows, predict
-from ..models.loading import count_parameters, save_checkpoint, vision_modules
-from ..models.shared_prefix import common_prefix_length, hidden_after_prefix, lm_logits
+from ..models.loading import count_parameters, save_checkpoint, vision_trainable
+from ..models.shared_prefix import (
+    common_prefix_length,
+    hidden_after_prefix,
+    image_features,
+    lm_logits,
+)
 from ..precision import trainer_device
-from ..rl.rollout import image_features
 from .optim import adam_with_schedule
 
 log = logging.getLogger(__name__)
@@ -61,16 +65,16 @@ def accumulation_steps(global_batch: int, micro_batch: int, world_size: int) -> 
     return global_batch // per_step
 
 
-def sft_loss(model, batch: dict, image_features: tuple | None = None) -> torch.Tensor:
+def sft_loss(model, batch: dict, features: tuple | None = None) -> torch.Tensor:
     """The module docstring's loss on a collate_sft batch (model inputs and labels);
-    `image_features` per row, when known, stand in for the vision tower."""
+    `features` per row (image_features), when known, stand in for the vision tower."""
     ids = batch["input_ids"]
     shared = common_prefix_length(model, ids, batch["attention_mask"])
     # rows sharing nothing (never the case for collate_sft's batches): each its own prefix
     groups = torch.zeros(len(ids), dtype=torch.long) if shared else torch.arange(len(ids))
     shared = shared or 1
     hidden = hidden_after_prefix(model, batch, prefix_len=shared, groups=groups,
-                                 image_features=image_features)  # fmt: skip
+                                 features=features)  # fmt: skip
     targets = batch["labels"][:, shared:]  # hidden[:, j] predicts token shared + j
     keep = targets != IGNORE_INDEX
     logits = lm_logits(model, hidden[:, :-1][keep]).float()
@@ -123,7 +127,7 @@ class SFTModule(L.LightningModule):
     def _frozen_features(self, ids: list[str], inputs: dict) -> tuple | None:
         """A frozen tower's output is a function of the image alone: computed at a row's first
         batch and reused every epoch after (None while the tower trains)."""
-        if any(p.requires_grad for m in vision_modules(self.model) for p in m.parameters()):
+        if vision_trainable(self.model):
             return None
         if not all(i in self.frozen_features for i in ids):
             with torch.no_grad():

@@ -1,6 +1,6 @@
 """Rollouts for GRPO with each prompt's image encoded once per group.
 
-The vision tower runs once per prompt (`image_features`) and the prompt's text
+The vision tower runs once per prompt (shared_prefix.image_features) and the prompt's text
 once per group: generation prefills each prompt once (`prefill_groups`) and
 samples its G completions from that key/value cache; the loss and reference
 passes (`completion_logits`) run each prompt once and its G completions from
@@ -20,14 +20,6 @@ from ..models.loading import base_model
 from ..models.shared_prefix import hidden_after_prefix, lm_logits
 
 PER_ROW = ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw")
-
-
-def image_features(model, prompt_inputs: dict) -> tuple[Tensor, ...]:
-    """Merged vision features per prompt image (one pass of the vision tower)."""
-    out = base_model(model).model.get_image_features(
-        prompt_inputs["pixel_values"], prompt_inputs["image_grid_thw"], return_dict=True
-    )
-    return tuple(out.pooler_output)
 
 
 def select_prompts(prompt_inputs: dict, index: Sequence[int]) -> dict:
@@ -106,7 +98,7 @@ def completion_logits(
     groups = torch.arange(len(features), device=completion_ids.device)
     groups = groups.repeat_interleave(group_size)
     hidden = hidden_after_prefix(model, inputs, prefix_len=width, groups=groups,
-                                 image_features=tuple(features[g] for g in groups.tolist()))
+                                 features=tuple(features[g] for g in groups.tolist()))
     return lm_logits(model, hidden[:, :-1])
 
 
