@@ -23,12 +23,9 @@ from omegaconf import OmegaConf
 from omniquality_r.data.synthetic import DISTORTIONS
 from omniquality_r.eval.metrics import srcc
 from omniquality_r.models.loading import load_model, resolve_model_path
-from omniquality_r.models.perception import (
-    LABELS,
-    PerceptionStream,
-    init_dct_stem,
-    init_energy_block,
-)
+from omniquality_r.perception.labels import LABELS
+from omniquality_r.perception.stream import PerceptionStream
+from omniquality_r.perception.tower import init_dct_stem, init_energy_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +50,7 @@ def main() -> None:
     parser.add_argument("--cache", default=str(ROOT / ".cache"))
     args = parser.parse_args()
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/tiny.yaml"))
-    base = resolve_model_path("tiny", None, f"{args.cache}/models", cfg["spec"], None)
+    base = resolve_model_path("tiny", None, f"{args.cache}/models", cfg["spec"])
     model, processor = load_model(base)
     visual = copy.deepcopy(model.model.visual).eval()
     size, batch = cfg["spec"]["image_size"], 50

@@ -25,16 +25,11 @@ from skimage import data as skdata
 from omniquality_r.data.records import TASKS
 from omniquality_r.data.synthetic import DISTORTIONS, MAX_LEVEL, apply_distortions, render_scene
 from omniquality_r.models.loading import load_model, resolve_model_path
-from omniquality_r.models.perception import (
-    REPORT,
-    collate,
-    format_metrics,
-    label_vector,
-    labels_of,
-    load_head,
-    predict_probs,
-    technical_metrics,
-)
+from omniquality_r.perception.build import ensure_perception
+from omniquality_r.perception.head import load_head
+from omniquality_r.perception.labels import label_vector, labels_of
+from omniquality_r.perception.report import REPORT, format_metrics, predict_probs, technical_metrics
+from omniquality_r.perception.stream import collate
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",
@@ -84,8 +79,8 @@ def main() -> None:
     parser.add_argument("--out", help="also write the metrics here as JSON")
     args = parser.parse_args()
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/tiny.yaml"))
-    path = args.model or resolve_model_path("tiny", None, str(Path(args.cache) / "models"),
-                                            cfg["spec"], cfg["perception"])  # fmt: skip
+    base = resolve_model_path("tiny", None, str(Path(args.cache) / "models"), cfg["spec"])
+    path = args.model or ensure_perception(base, cfg["perception"], cfg["spec"]["image_size"])
     size = json.loads((Path(path) / REPORT).read_text())["settings"]["image_size"]
     model, processor = load_model(str(path))
     visual = model.model.visual

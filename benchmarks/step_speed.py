@@ -36,9 +36,9 @@ from omniquality_r.data.records import load_image
 from omniquality_r.data.synthetic import generate_synthetic
 from omniquality_r.inference import PromptSpec, completion_mask, encode_prompts
 from omniquality_r.models.loading import load_model, set_vision_trainable
-from omniquality_r.models.perception import vision_tokens
 from omniquality_r.models.shared_prefix import image_features
 from omniquality_r.modules.sft import BATCH_INFO, sft_loss
+from omniquality_r.perception.tower import vision_tokens
 from omniquality_r.rl.rollout import completion_logits, expand_rows, generate_groups
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from omniquality_r import precision
-from omniquality_r.models import perception
+from omniquality_r.perception.build import perception_folder
 
 
 @pytest.fixture
@@ -41,10 +41,10 @@ def test_this_avx2_cpu_has_no_native_bf16():
 def test_the_perception_cache_key_names_the_resolved_precision(cpu, tmp_path):
     settings = {"steps": 3, "precision": "auto"}
     cpu(False)
-    fp32, resolved = perception.perception_folder(tmp_path / "tiny", settings)
+    fp32, resolved = perception_folder(tmp_path / "tiny", settings)
     assert resolved["precision"] == "32-true"
-    assert fp32 == perception.perception_folder(tmp_path / "tiny", settings | {
+    assert fp32 == perception_folder(tmp_path / "tiny", settings | {
         "precision": "32-true"})[0]  # fmt: skip
     cpu(True)
-    bf16, resolved = perception.perception_folder(tmp_path / "tiny", settings)
+    bf16, resolved = perception_folder(tmp_path / "tiny", settings)
     assert resolved["precision"] == "bf16-mixed" and bf16 != fp32

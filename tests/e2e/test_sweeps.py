@@ -26,7 +26,7 @@ from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
-from omniquality_r.stages import data_splits, lightning_trainer, resume_path
+from omniquality_r.stages.common import data_splits, lightning_trainer, resume_path
 
 ROOT = Path(__file__).resolve().parents[2]
 DDP_APP = Path(__file__).with_name("ddp_app.py")

@@ -20,21 +20,14 @@ from .tiny import VISION_TOKENS, build_tiny
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_model_path(
-    name: str, path: str | None, cache_dir: str, spec: dict | None, perception: dict | None = None
-) -> str:
-    """The folder or hub id to load: `path` when given, else the tiny model built into cache,
-    perception-pretrained (models/perception.py, cached beside it) when `perception` is set."""
+def resolve_model_path(name: str, path: str | None, cache_dir: str, spec: dict | None) -> str:
+    """The folder or hub id to load: `path` when given, else the tiny model built into cache
+    (its perception-pretrained tower is perception/build.py's, which stages ask for)."""
     if path:
         return str(path)
     if name != "tiny" or spec is None:
         raise ValueError(f"model {name!r} needs model.path (a hub id or a local folder)")
-    base = build_tiny(cache_dir, spec)
-    if not perception:
-        return str(base)
-    from .perception import ensure_perception  # it imports this module
-
-    return str(ensure_perception(base, perception, spec["image_size"]))
+    return str(build_tiny(cache_dir, spec))
 
 
 def load_model(
@@ -52,9 +45,11 @@ def load_model(
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     if Path(path).exists() and not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a model folder (no config.json)")
-    model = use_fast_vision(Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        path, dtype=DTYPES[dtype], attn_implementation=attn_implementation
-    ))
+    model = use_fast_vision(
+        Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            path, dtype=DTYPES[dtype], attn_implementation=attn_implementation
+        )
+    )
     kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
     processor = AutoProcessor.from_pretrained(path, **kwargs)
     processor.tokenizer.padding_side = "left"

@@ -12,20 +12,24 @@ from safetensors.torch import load_file
 
 from omniquality_r.data.records import TASKS
 from omniquality_r.data.synthetic import DISTORTIONS, SAMPLERS, sample_rng
-from omniquality_r.models import perception
 from omniquality_r.models.loading import load_model, resolve_model_path
-from omniquality_r.models.perception import (
-    IGNORE,
-    LABELS,
-    PerceptionHead,
-    PerceptionStream,
+from omniquality_r.perception import build
+from omniquality_r.perception.build import perception_folder
+from omniquality_r.perception.head import PerceptionHead, fold_norm, load_head, perception_loss
+from omniquality_r.perception.labels import IGNORE, LABELS, label_vector, labels_of
+from omniquality_r.perception.report import (
+    REPORT,
     auc,
-    label_vector,
-    labels_of,
-    perception_loss,
     perception_metrics,
-    task_counts,
+    predict_probs,
     technical_metrics,
+)
+from omniquality_r.perception.stream import PerceptionStream, task_counts
+from omniquality_r.perception.tower import (
+    dct_filters,
+    init_dct_stem,
+    init_energy_block,
+    vision_tokens,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,13 +137,13 @@ def test_auc_and_technical_metrics_of_perfect_predictions():
 
 
 def test_dct_stem_is_orthonormal_and_standardised(tiny_model):
-    filters = perception.dct_filters(14, 2, 128).flatten(1)
+    filters = dct_filters(14, 2, 128).flatten(1)
     assert torch.allclose(filters @ filters.T, torch.eye(128), atol=1e-5)
     model, processor = tiny_model
     visual = copy.deepcopy(model.model.visual)
     stream = PerceptionStream(processor.image_processor, 112, 4, {"technical": 1}, seed=0)
     pixels = stream.batch(0)["pixel_values"]
-    perception.init_dct_stem(visual, pixels)
+    init_dct_stem(visual, pixels)
     with torch.no_grad():
         std = visual.patch_embed(pixels).std(0)
     assert torch.allclose(std, torch.ones_like(std), atol=1e-4)
@@ -147,7 +151,7 @@ def test_dct_stem_is_orthonormal_and_standardised(tiny_model):
 
 def test_energy_block_squares_the_normalised_coefficients(tiny_model):
     block = copy.deepcopy(tiny_model[0].model.visual.blocks[0])
-    perception.init_energy_block(block)
+    init_energy_block(block)
     dim = block.norm2.weight.numel()
     x = torch.randn(7, dim)
     with torch.no_grad():
@@ -170,9 +174,9 @@ def test_fold_norm_moves_the_head_standardisation_into_the_merger(tiny_model):
     pixels = torch.randn(2 * 64, 1176)
     grid = torch.tensor([[1, 8, 8]] * 2)
     with torch.no_grad():
-        before = head(perception.vision_tokens(visual, pixels, grid))
-        perception.fold_norm(visual, head)
-        tokens = perception.vision_tokens(visual, pixels, grid)
+        before = head(vision_tokens(visual, pixels, grid))
+        fold_norm(visual, head)
+        tokens = vision_tokens(visual, pixels, grid)
         after = head(tokens)
     assert all(torch.allclose(before[k], after[k], atol=1e-4) for k in LABELS)
     assert torch.allclose(head.norm(tokens.flatten(0, 1)), tokens.flatten(0, 1), atol=1e-5)
@@ -189,16 +193,17 @@ def test_pretrained_cache_is_built_once_and_reloads_identically(
     tiny_path, tiny_spec, tiny_settings, monkeypatch
 ):
     calls = []
-    pretrain = perception.pretrain_vision
-    monkeypatch.setattr(perception, "pretrain_vision",
+    pretrain = build.pretrain_vision
+    monkeypatch.setattr(build, "pretrain_vision",
                         lambda *a, **k: calls.append(k) or pretrain(*a, **k))  # fmt: skip
     cache = str(tiny_path.parent)  # the session's tiny model is the base
-    path = Path(resolve_model_path("tiny", None, cache, tiny_spec, tiny_settings))
-    assert path == perception.perception_folder(tiny_path, tiny_settings)[0]
+    assert resolve_model_path("tiny", None, cache, tiny_spec) == str(tiny_path)  # never trains
+    assert not calls
+    path = build.ensure_perception(tiny_path, tiny_settings, tiny_spec["image_size"])
+    assert path == perception_folder(tiny_path, tiny_settings)[0]
     mtime = (path / "model.safetensors").stat().st_mtime_ns
-    assert resolve_model_path("tiny", None, cache, tiny_spec, tiny_settings) == str(path)
+    assert build.ensure_perception(tiny_path, tiny_settings, tiny_spec["image_size"]) == path
     assert len(calls) == 1 and (path / "model.safetensors").stat().st_mtime_ns == mtime
-    assert resolve_model_path("tiny", None, cache, tiny_spec, None) == str(tiny_path)
 
     # Only the tower (incl. merger) changed; the LM is the base model's.
     base, new = load_file(tiny_path / "model.safetensors"), load_file(path / "model.safetensors")
@@ -208,14 +213,14 @@ def test_pretrained_cache_is_built_once_and_reloads_identically(
     assert any(".merger." in k for k in changed) and any(".blocks." in k for k in changed)
 
     # Reloaded with load_model and the saved head, the held-out report is reproduced.
-    report = json.loads((path / perception.REPORT).read_text())
+    report = json.loads((path / REPORT).read_text())
     model, processor = load_model(str(path))
     visual = model.model.visual
-    head = perception.load_head(path, visual)
+    head = load_head(path, visual)
     held_out = PerceptionStream(processor.image_processor, tiny_spec["image_size"],
                                 tiny_settings["batch_size"], tiny_settings["mix"],
                                 tiny_settings["eval_seed"])  # fmt: skip
-    probs, labels, tasks = perception.predict_probs(visual, head, [held_out.batch(0)])
+    probs, labels, tasks = predict_probs(visual, head, [held_out.batch(0)])
     reported = {k: v for k, v in report["held_out"].items() if k not in ("seed", "images")}
     assert json.dumps(perception_metrics(probs, labels, tasks), sort_keys=True) == json.dumps(
         reported, sort_keys=True)  # NaN-safe: undefined metrics on a batch this small
@@ -226,7 +231,7 @@ def test_two_process_pretraining_trains_the_tower_and_records_how(tiny_path, tin
     """processes=2: two gloo ranks (ddp_spawn) train on their parts of each batch; the parent
     gets rank 0's weights, and the report names the precision and the process count."""
     out = tmp_path / "perception"
-    report = perception.pretrain_vision(tiny_path, out, image_size=tiny_spec["image_size"],
+    report = build.pretrain_vision(tiny_path, out, image_size=tiny_spec["image_size"],
                                         **tiny_settings | {"processes": 2, "steps": 2,
                                                            "batch_size": 4})  # fmt: skip
     assert report["device"]["processes"] == 2 and report["device"]["precision"] in (
@@ -239,7 +244,7 @@ def test_two_processes_needing_the_cache_build_it_once(tiny_path, tiny_spec, tin
     """Two processes start together on a missing cache: one trains, the other waits on the
     lock and loads the same folder."""
     code = ("import json, logging, sys; logging.basicConfig(level=logging.INFO); "
-            "from omniquality_r.models import perception as p; "
+            "from omniquality_r.perception import build as p; "
             "a = json.loads(sys.argv[1]); print(p.ensure_perception(a[0], a[1], a[2]))")
     args = json.dumps([str(tiny_path), tiny_settings | {"steps": 2, "seed": 7},
                        tiny_spec["image_size"]])  # fmt: skip
@@ -248,5 +253,5 @@ def test_two_processes_needing_the_cache_build_it_once(tiny_path, tiny_spec, tin
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs[0][1][-2000:] + outs[1][1][-2000:]
     paths = {out.strip().splitlines()[-1] for out, _ in outs}
-    assert len(paths) == 1 and (Path(paths.pop()) / perception.REPORT).is_file()
+    assert len(paths) == 1 and (Path(paths.pop()) / REPORT).is_file()
     assert sum("no cache at" in err for _, err in outs) == 1  # trained once

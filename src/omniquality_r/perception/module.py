@@ -1,10 +1,10 @@
 """Perception pretraining loop (issue 3): the vision tower + merger and a PerceptionHead
-trained on the synthetic generator's labels with models/perception.perception_loss.
+trained on the synthetic generator's labels with perception/head.perception_loss.
 
 Optimiser and schedule: modules/optim.py's AdamW(betas 0.9, 0.95) with linear warmup
 and cosine decay to 0 over max_steps; weight decay on every parameter. The tower learns
 at tower_lr_scale x lr: its stem and energy block start as DCT band energies
-(models/perception.py), which a full learning rate overwrites before the head has
+(perception/tower.py), which a full learning rate overwrites before the head has
 learned to read them.
 """
 
@@ -16,8 +16,9 @@ import time
 import lightning as L
 import torch
 
-from ..models.perception import perception_loss, vision_tokens
-from .optim import adam_with_schedule
+from ..modules.optim import adam_with_schedule
+from .head import perception_loss
+from .tower import vision_tokens
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ class PerceptionModule(L.LightningModule):
         if self.threads:
             torch.set_num_threads(self.threads)
         if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO,
-                                format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+            logging.basicConfig(
+                level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+            )
 
     def training_step(self, batch: dict, batch_idx: int):
         tokens = vision_tokens(self.visual, batch["pixel_values"], batch["grid_thw"])

@@ -1,0 +1,159 @@
+"""What every stage builds from its config: run folder, data splits, model, Trainer, logger."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from ..console import ProgressLines, interactive
+from ..data.build import build_splits
+from ..data.records import Record
+from ..models.loading import (
+    apply_lora,
+    count_parameters,
+    load_model,
+    resolve_model_path,
+    set_vision_trainable,
+)
+from ..perception.build import ensure_perception
+from ..precision import describe_device, resolve_precision, uses_cuda
+
+log = logging.getLogger(__name__)
+
+
+CHECKPOINT = "checkpoint"  # every training stage saves its Hugging Face folder as <run>/checkpoint
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    path = Path(cfg.paths.output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def device_of(trainer: DictConfig) -> torch.device:
+    return torch.device("cuda" if uses_cuda(trainer.accelerator) else "cpu")
+
+
+def instructions_of(cfg: DictConfig) -> dict[str, str]:
+    """Task name -> instruction, for the tasks selected by `task=[...]`."""
+    return {name: task.instruction for name, task in cfg.task.items()}
+
+
+def data_splits(cfg: DictConfig):
+    return build_splits(
+        OmegaConf.to_container(cfg.data.sources, resolve=True),
+        list(cfg.task),
+        seed=cfg.data.split.seed,
+        val=cfg.data.split.val,
+        test=cfg.data.split.test,
+    )
+
+
+def perception_settings(cfg: DictConfig) -> dict | None:
+    """The tiny model's perception-pretraining settings (model.perception), None if unset."""
+    p = cfg.model.get("perception")
+    return OmegaConf.to_container(p, resolve=True) if p else None
+
+
+def tiny_model_path(cfg: DictConfig) -> str:
+    """The tiny model built into the cache (models/tiny.py), with its perception-pretrained
+    tower when model.perception is set: built once when missing (perception/build.py; parallel
+    jobs and DDP ranks wait on its file lock, then load it)."""
+    m = cfg.model
+    spec = OmegaConf.to_container(m.spec, resolve=True) if m.spec else None
+    base = resolve_model_path(m.name, None, str(Path(cfg.paths.cache) / "models"), spec)
+    perception = perception_settings(cfg)
+    return str(ensure_perception(base, perception, spec["image_size"])) if perception else base
+
+
+def configured_model(cfg: DictConfig, path: str | None = None):
+    """The configured model (or the checkpoint at `path`) and its processor. A stage's run
+    folder stands for its checkpoint (`init_from=<run>/sft` = `<run>/sft/checkpoint`)."""
+    m = cfg.model
+    path = path or cfg.init_from or m.path
+    if path and (Path(path) / CHECKPOINT / "config.json").is_file():
+        path = str(Path(path) / CHECKPOINT)
+    resolved = str(path) if path else tiny_model_path(cfg)
+    model, processor = load_model(
+        resolved, dtype=m.dtype, attn_implementation=m.attn_implementation,
+        gradient_checkpointing=m.gradient_checkpointing, min_pixels=m.min_pixels,
+        max_pixels=m.max_pixels,
+    )  # fmt: skip
+    return model.to(device_of(cfg.trainer)), processor
+
+
+def trainable(cfg: DictConfig, model):
+    """Apply the training-time model choices: frozen vision tower, LoRA adapter."""
+    set_vision_trainable(model, not cfg.model.freeze_vision)
+    if cfg.lora.enabled:
+        model = apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                           target_modules=cfg.lora.target_modules)  # fmt: skip
+    log.info("parameters: %s", count_parameters(model))
+    return model
+
+
+def lightning_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
+    """A Lightning Trainer from the `trainer` group, the `logger` group and stage kwargs. It
+    saves <run dir>/checkpoints/last.ckpt (overwritten, never last-v1.ckpt) every
+    `trainer.checkpoint_every_n_steps` optimiser steps and on an interrupt (SIGTERM, SLURM
+    preemption or timeout)."""
+    t = cfg.trainer
+    checkpoint = ModelCheckpoint(dirpath=output_dir(cfg) / "checkpoints", save_top_k=0,
+                                 save_last=True, save_on_exception=True,
+                                 every_n_train_steps=t.checkpoint_every_n_steps,
+                                 enable_version_counter=False)  # fmt: skip
+    precision = resolve_precision(t.precision, t.accelerator)
+    log.info("%s: precision %s (trainer.precision=%s; %s)", cfg.stage.name, precision,
+             t.precision, describe_device(t.accelerator))  # fmt: skip
+    lines = [] if interactive() else [ProgressLines(cfg.stage.name)]
+    return L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        precision=precision, num_nodes=t.num_nodes, logger=instantiate(cfg.logger),
+        default_root_dir=str(output_dir(cfg)), callbacks=[checkpoint, *lines],
+        enable_progress_bar=interactive(), **kwargs,
+    )  # fmt: skip
+
+
+def resume_path(trainer: L.Trainer) -> str | None:
+    """The last.ckpt an earlier run left in this run dir (a requeued SLURM job, a rerun with
+    more steps) for `fit(ckpt_path=...)`; None starts afresh."""
+    last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    return str(last) if last.exists() else None  # a folder under DeepSpeed
+
+
+def finish_logging(trainer: L.Trainer) -> None:
+    """Close wandb's run so the next job of a multirun logs into its own."""
+    if type(trainer.logger).__name__ == "WandbLogger":
+        import wandb
+
+        wandb.finish()
+
+
+def first_per_task(records: list[Record], limit: int | None) -> list[Record]:
+    if limit is None:
+        return records
+    seen: dict[str, int] = {}
+    kept = []
+    for r in records:
+        seen[r.task] = seen.get(r.task, 0) + 1
+        if seen[r.task] <= limit:
+            kept.append(r)
+    return kept
+
+
+def log_metrics(cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Send metrics to the configured Lightning logger and close it (wandb: one run per job)."""
+    logger = instantiate(cfg.logger)
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    logger.log_metrics(metrics)
+    logger.finalize("success")
+    if type(logger).__name__ == "WandbLogger":
+        import wandb
+
+        wandb.finish()

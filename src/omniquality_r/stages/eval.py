@@ -1,0 +1,42 @@
+"""stage=eval: generate on a split and report SRCC/PLCC per task and dataset."""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..data.records import from_row
+from ..eval.evaluate import flat_metrics, predict, print_tables, write_report
+from .common import (
+    configured_model,
+    data_splits,
+    first_per_task,
+    instructions_of,
+    log_metrics,
+    output_dir,
+)
+
+log = logging.getLogger(__name__)
+
+
+def eval_stage(cfg: DictConfig) -> dict:
+    """Generate on the evaluation split and report SRCC/PLCC/KRCC/RMSE per task and dataset."""
+    out = output_dir(cfg)
+    records = [from_row(r) for r in data_splits(cfg)[cfg.stage.split]]
+    records = first_per_task(records, cfg.stage.max_per_task)
+    model, processor = configured_model(cfg)
+    readouts = list(cfg.stage.readouts)
+    rows, skipped = predict(
+        model, processor, records,
+        instructions=instructions_of(cfg), system_prompt=cfg.system_prompt,
+        generation=OmegaConf.to_container(cfg.decoding, resolve=True),
+        readouts=readouts, batch_size=cfg.stage.batch_size,
+    )  # fmt: skip
+    metrics = write_report(rows, skipped, out, readouts)
+    print_tables(metrics)
+    if skipped:
+        log.warning("%d records skipped (unreadable images); see metrics.json", len(skipped))
+    log_metrics(cfg, flat_metrics(metrics, prefix=cfg.stage.split))
+    log.info("eval report written to %s", out)
+    return metrics

@@ -1,0 +1,124 @@
+"""stage=pipeline: every stage in one run folder, resumable step by step."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lightning import seed_everything
+from omegaconf import DictConfig, OmegaConf
+
+from ..eval.evaluate import json_safe
+from .common import (
+    CHECKPOINT,
+    output_dir,
+    perception_settings,
+)
+from .cot import cot_stage
+from .eval import eval_stage
+from .grpo import grpo_stage
+from .pretrain import pretrain_stage
+from .sft import sft_stage
+
+log = logging.getLogger(__name__)
+
+
+# name, stage config key under stage=pipeline, algo key (grpo), step whose checkpoint it starts from
+PIPELINE = (
+    ("pretrain", "pretrain", None, None),
+    ("eval_untrained", "eval_untrained", None, None),
+    ("cot", "cot", None, None),
+    ("sft", "sft", None, None),
+    ("eval_sft", "eval", None, "sft"),
+    ("grpo_stage1", "grpo1", "algo1", "sft"),
+    ("eval_grpo_stage1", "eval", None, "grpo_stage1"),
+    ("grpo_stage2", "grpo2", "algo2", "grpo_stage1"),
+    ("eval_grpo_stage2", "eval", None, "grpo_stage2"),
+)
+DONE = "done.json"
+STEP_STAGES: dict[str, Callable[[DictConfig], dict]] = {
+    "pretrain": pretrain_stage, "eval": eval_stage, "cot": cot_stage, "sft": sft_stage,
+    "grpo": grpo_stage,
+}  # fmt: skip
+
+
+def _step_config(
+    cfg: DictConfig, folder: Path, key: str, algo: str | None, start: Path | None
+) -> DictConfig:
+    sub = copy.deepcopy(cfg)
+    OmegaConf.set_struct(sub, False)
+    sub.stage = cfg.stage[key]
+    sub.paths.output_dir = str(folder)
+    if algo:
+        sub.algo = cfg.stage[algo]
+    if start:
+        sub.init_from = str(start / CHECKPOINT)
+    return sub
+
+
+def pipeline_stage(cfg: DictConfig) -> dict:
+    """Every stage in one run folder, each step in <run>/<step>/; finished steps (done.json)
+    are skipped unless listed in stage.redo, an interrupted one resumes from its last
+    Lightning checkpoint. Ends with the SRCC/PLCC table per model."""
+    run = Path(cfg.stage.run_dir) if cfg.stage.run_dir else output_dir(cfg)
+    redo = set(cfg.stage.redo or ())
+    summary: dict[str, dict] = {}
+    for name, key, algo, start in PIPELINE:
+        if name == "pretrain" and not perception_settings(cfg):
+            continue  # the random tower (model.perception=null): nothing to pretrain
+        folder = run / name
+        done = folder / DONE
+        if done.is_file() and not ({name, "all"} & redo):
+            log.info("pipeline: %s already done, skipped (stage.redo=[%s] reruns it)", name, name)
+            summary[name] = json.loads(done.read_text())
+            continue
+        if done.is_file():  # redo: start the step afresh (an unfinished one resumes instead)
+            shutil.rmtree(folder)
+        sub = _step_config(cfg, folder, key, algo, start and run / start)
+        if name == "sft":
+            sub.stage.cot_path = str(run / "cot" / "cot.jsonl")
+        log.info("pipeline: %s (stage=%s%s)", name, sub.stage.name,
+                 f", init_from={sub.init_from}" if start else "")  # fmt: skip
+        t0 = time.time()
+        seed_everything(cfg.seed, workers=True)
+        result = STEP_STAGES[sub.stage.name](sub)
+        summary[name] = {"wall_s": time.time() - t0, "result": json_safe(result)}
+        done.write_text(json.dumps(summary[name], indent=2))
+    table = pipeline_table(summary)
+    print(table)
+    (run / "summary.md").write_text(table + "\n")
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def pipeline_table(summary: dict[str, dict]) -> str:
+    """Per task SRCC / PLCC (greedy and expectation read-outs) of each evaluated model."""
+    lines = ["| model | task | SRCC | PLCC | SRCC (exp.) | PLCC (exp.) | parse | wall s |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, step in summary.items():
+        if not name.startswith("eval_"):
+            continue
+        metrics = step["result"]
+        pooled = {r: {row["task"]: row for row in rows if row["dataset"] == "all"}
+                  for r, rows in metrics.items()}  # fmt: skip
+        trained = name.removeprefix("eval_")
+        wall = summary.get(trained, {}).get("wall_s")
+        for task, g in pooled.get("greedy", {}).items():
+            e = pooled.get("expectation", {}).get(task, {})
+            lines.append(
+                f"| {trained} | {task} | {_f(g['srcc'])} | {_f(g['plcc'])} | {_f(e.get('srcc'))} "
+                f"| {_f(e.get('plcc'))} | {_f(g['parse_rate'])} | "
+                f"{'' if wall is None else f'{wall:.0f}'} |"
+            )
+    return "\n".join(lines)
+
+
+def _f(value) -> str:
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    return "-" if missing else f"{value:.3f}"

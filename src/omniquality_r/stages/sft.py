@@ -1,0 +1,73 @@
+"""stage=sft: supervised fine-tuning on rejection-sampled CoT rows (modules/sft.py)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from ..data.collate import collate_sft
+from ..data.records import from_row
+from ..modules.sft import SFTModule, accumulation_steps, read_cot, train_sft
+from .common import (
+    CHECKPOINT,
+    configured_model,
+    finish_logging,
+    first_per_task,
+    instructions_of,
+    lightning_trainer,
+    output_dir,
+    resume_path,
+    trainable,
+)
+
+log = logging.getLogger(__name__)
+
+
+def sft_stage(cfg: DictConfig) -> dict:
+    """SFT on the CoT rows of `stage.cot_path` (train; val for loss and SRCC/PLCC);
+    saves a checkpoint and train_summary.json to <run>/checkpoint."""
+    s = cfg.stage
+    rows = read_cot(s.cot_path)
+    train = [r for r in rows if r["split"] == "train"]
+    val = [r for r in rows if r["split"] == "val"]
+    if not train:
+        raise ValueError(f"{s.cot_path}: no rows of split 'train'")
+    model, processor = configured_model(cfg)
+    collate = functools.partial(collate_sft, processor, instructions=instructions_of(cfg),
+                                system_prompt=cfg.system_prompt, keep_plan=s.keep_plan,
+                                max_length=s.max_length, cache={})  # fmt: skip
+    loader = DataLoader(train, batch_size=s.micro_batch, shuffle=True, collate_fn=collate,
+                        num_workers=s.num_workers,
+                        generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
+    val_loader = DataLoader(val, batch_size=s.micro_batch, collate_fn=collate,
+                            num_workers=s.num_workers) if val else None  # fmt: skip
+    module = SFTModule(
+        trainable(cfg, model), processor, lr=s.lr, betas=s.betas, weight_decay=s.weight_decay,
+        warmup_ratio=s.warmup_ratio, min_lr_ratio=s.min_lr_ratio,
+        val_records=first_per_task([from_row(r) for r in val], s.val.max_per_task),
+        instructions=instructions_of(cfg), system_prompt=cfg.system_prompt,
+        generation=OmegaConf.to_container(cfg.decoding, resolve=True),
+        readouts=list(s.val.readouts), val_batch_size=s.val.batch_size,
+    )  # fmt: skip
+    trainer = lightning_trainer(cfg, max_epochs=s.epochs, max_steps=s.max_steps,
+                                gradient_clip_val=s.grad_clip, num_sanity_val_steps=0,
+                                log_every_n_steps=s.log_every_n_steps)  # fmt: skip
+    # Accumulation needs the world size, which only the Trainer resolves (devices "auto",
+    # nodes); both attributes are read when `fit` starts.
+    trainer.accumulate_grad_batches = accumulation_steps(s.global_batch, s.micro_batch,
+                                                         trainer.world_size)  # fmt: skip
+    if s.val.every_n_steps:
+        trainer.val_check_interval = s.val.every_n_steps * trainer.accumulate_grad_batches
+        trainer.check_val_every_n_epoch = None
+    trainer.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    summary = train_sft(module, trainer, loader, val_loader, output_dir(cfg) / CHECKPOINT,
+                        ckpt_path=resume_path(trainer))  # fmt: skip
+    finish_logging(trainer)
+    final = {k: v for k, v in summary["final"].items() if k == "val/loss" or k.endswith("all/srcc")}
+    log.info("SFT: %d steps, %.1f samples/s; final %s", summary["steps"],
+             summary["samples_per_s"], final)  # fmt: skip
+    return summary
