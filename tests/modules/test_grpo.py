@@ -10,6 +10,7 @@ import torch
 from omniquality_r.data.synthetic import generate_synthetic
 from omniquality_r.modules.grpo import GRPOModule, GRPOSettings
 from omniquality_r.rewards import RewardParts, gaussian_reward
+from omniquality_r.settings import settings_from
 
 INSTRUCTIONS = {"technical": "Rate.", "aesthetic": "Rate.", "alignment": 'Match "{prompt}"?'}
 
@@ -28,12 +29,12 @@ def records(tmp_path_factory):
 def run_steps(tiny_model, records, reward_fn, steps=1, **settings):
     model, processor = tiny_model
     policy = copy.deepcopy(model).train()
-    defaults = dict(group_size=4, micro_batch_prompts=1, lr=1e-3, kl_type="k3", kl_beta=0.1,
+    defaults = dict(group_size=4, micro_batch_prompts=1, lr=1e-3, kl={"type": "k3", "beta": 0.1},
                     generation={"do_sample": True, "temperature": 1.0, "top_k": 0,
                                 "max_new_tokens": 10}, total_steps=steps)  # fmt: skip
     module = GRPOModule(
         policy, processor, reward_fn=reward_fn, instructions=INSTRUCTIONS, system_prompt="SYS",
-        settings=GRPOSettings(**{**defaults, **settings}),
+        settings=settings_from(GRPOSettings, {**defaults, **settings}),
         ref_model=copy.deepcopy(model).eval().requires_grad_(False),
     )
     trainer = L.Trainer(max_steps=steps, max_epochs=1, logger=False, enable_checkpointing=False,
@@ -46,8 +47,8 @@ def run_steps(tiny_model, records, reward_fn, steps=1, **settings):
 
 @pytest.mark.parametrize("kl_type", ["k1", "k3"])
 def test_grpo_step_is_deterministic_and_updates_the_policy(tiny_model, records, kl_type):
-    a, ma = run_steps(tiny_model, records, distinct_chars_reward, kl_type=kl_type)
-    b, mb = run_steps(tiny_model, records, distinct_chars_reward, kl_type=kl_type)
+    a, ma = run_steps(tiny_model, records, distinct_chars_reward, kl={"type": kl_type, "beta": 0.1})
+    b, mb = run_steps(tiny_model, records, distinct_chars_reward, kl={"type": kl_type, "beta": 0.1})
     assert float(ma["train/loss/policy"]) == float(mb["train/loss/policy"])
     assert float(ma["train/reward/total_std"]) > 0
     before = dict(tiny_model[0].named_parameters())
@@ -59,15 +60,15 @@ def test_grpo_step_is_deterministic_and_updates_the_policy(tiny_model, records, 
 
 def test_std_filter_drops_collapsed_groups(tiny_model, records):
     # An untrained model never writes a parsable answer: every accuracy reward is 0.
-    module, metrics = run_steps(tiny_model, records, gaussian_reward, filter_enabled=True)
+    module, metrics = run_steps(tiny_model, records, gaussian_reward, filter={"enabled": True})
     assert float(metrics["train/filter/dropped_frac"]) == 1.0
     before = dict(tiny_model[0].named_parameters())
     assert all(torch.equal(p, before[n]) for n, p in module.model.named_parameters())
 
 
 def test_entropy_gate_keeps_about_rho_of_the_tokens(tiny_model, records):
-    _, metrics = run_steps(tiny_model, records, distinct_chars_reward, gate_enabled=True,
-                           gate_rho=0.25)  # fmt: skip
+    _, metrics = run_steps(tiny_model, records, distinct_chars_reward,
+                           gate={"enabled": True, "rho": 0.25})  # fmt: skip
     kept = float(metrics["train/gate/kept_frac"])
     assert 0.25 <= kept <= 0.25 + 1 / 10 + 1e-6  # ceil(rho * T) of T <= 10 valid tokens
     assert math.isfinite(float(metrics["train/entropy/mean"]))

@@ -43,10 +43,43 @@ from .optim import adam_with_schedule
 
 
 @dataclass
+class KLSettings:
+    """KL to the frozen reference (`type`: k1 per-token reward penalty as the authors | k3
+    loss term as TRL | none), weight `beta`."""
+
+    type: str = "k1"
+    beta: float = 0.001
+
+
+@dataclass
+class FilterSettings:
+    """STD filter on each group's accuracy rewards (rl/filter.py); `refill` samples fresh
+    prompts, at most `max_tries` times, until the batch is full (DAPO)."""
+
+    enabled: bool = False
+    min_std: float = 0.001
+    refill: bool = False
+    max_tries: int = 4
+
+
+@dataclass
+class GateSettings:
+    """Entropy gate: the policy loss on the top-`rho` entropy tokens (rl/gate.py), per
+    `sequence` or over the `batch`."""
+
+    enabled: bool = False
+    rho: float = 0.2
+    mode: str = "sequence"
+
+
+@dataclass
 class GRPOSettings:
-    """Plain values from the `algo` config group (conf/algo/grpo.yaml documents each)."""
+    """The `algo` config group as plain values (conf/algo/grpo.yaml documents each; built by
+    settings.settings_from, so a key here is a key there), plus what the stage adds:
+    `val_generation` (decoding), `total_steps`, `sample_log_every`."""
 
     group_size: int = 8
+    prompts_per_step: int = 64  # read by the stage's DataLoader
     micro_batch_prompts: int = 2
     num_iterations: int = 1
     lr: float = 1e-6
@@ -60,15 +93,9 @@ class GRPOSettings:
     ratio_max: float | None = 3.0
     aggregation: str = "seq_mean_token_mean"
     advantage_std: str = "group"
-    kl_type: str = "k1"
-    kl_beta: float = 0.001
-    filter_enabled: bool = False
-    filter_min_std: float = 0.001
-    filter_refill: bool = False
-    filter_max_tries: int = 4
-    gate_enabled: bool = False
-    gate_rho: float = 0.2
-    gate_mode: str = "sequence"
+    kl: KLSettings = field(default_factory=KLSettings)
+    filter: FilterSettings = field(default_factory=FilterSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
     generation: dict = field(default_factory=dict)
     val_generation: dict = field(default_factory=dict)
     total_steps: int = 1
@@ -180,20 +207,20 @@ class GRPOModule(L.LightningModule):
         parts: list[Rollout] = []
         stats = {"filter/dropped_frac": 0.0, "filter/tries": 0}
         pending, seen, dropped = list(records), 0, 0
-        for attempt in range(1 + (s.filter_max_tries if s.filter_refill else 0)):
+        for attempt in range(1 + (s.filter.max_tries if s.filter.refill else 0)):
             ro = self.rollout(pending)
             stats["filter/tries"] = attempt + 1
             if ro is not None:
                 n = len(ro.records)
                 seen += n
-                if s.filter_enabled:
-                    keep, _ = std_filter(ro.rewards.accuracy.view(n, G), s.filter_min_std)
+                if s.filter.enabled:
+                    keep, _ = std_filter(ro.rewards.accuracy.view(n, G), s.filter.min_std)
                     dropped += int((~keep).sum())
                     ro = _keep_groups(ro, keep.tolist(), G) if keep.any() else None
                 if ro is not None:
                     parts.append(ro)
             have = sum(len(p.records) for p in parts)
-            if not (s.filter_enabled and s.filter_refill) or have >= want or self._refill is None:
+            if not (s.filter.enabled and s.filter.refill) or have >= want or self._refill is None:
                 break
             pending = [next(self._refill) for _ in range(want - have)]
         stats["filter/dropped_frac"] = dropped / max(seen, 1)
@@ -222,7 +249,7 @@ class GRPOModule(L.LightningModule):
         """Reference log-probs, and old (behaviour) log-probs when several passes reuse the
         rollout (with a single pass the policy has not moved since generation, so the current
         log-probs, detached, are the old ones)."""
-        need_ref = self.s.kl_type != "none" and self.s.kl_beta > 0
+        need_ref = self.s.kl.type != "none" and self.s.kl.beta > 0
         need_old = self.s.num_iterations > 1  # with one pass, old = current (detached)
         if not (need_old or need_ref):
             return
@@ -285,13 +312,13 @@ class GRPOModule(L.LightningModule):
         logits = self._logits(self.model, ro, prompts)
         logp = token_logprobs(logits, ids)
         old = ro.old_logp[rows] if ro.old_logp is not None else logp.detach()
-        if s.kl_type == "k1" and ro.ref_logp is not None:  # the authors' k1 reward penalty
-            adv = kl_penalized_advantages(adv, old, ro.ref_logp[rows], mask, s.kl_beta)
+        if s.kl.type == "k1" and ro.ref_logp is not None:  # the authors' k1 reward penalty
+            adv = kl_penalized_advantages(adv, old, ro.ref_logp[rows], mask, s.kl.beta)
         entropy = token_entropy(logits.detach())
         loss_mask = mask.bool()
         stats = {"entropy/mean": masked_mean(entropy, mask)}
-        if s.gate_enabled:
-            keep, kept = entropy_gate(entropy, mask, s.gate_rho, s.gate_mode)
+        if s.gate.enabled:
+            keep, kept = entropy_gate(entropy, mask, s.gate.rho, s.gate.mode)
             loss_mask = loss_mask & keep
             stats["gate/kept_frac"] = kept
         loss, pstats = policy_loss(
@@ -302,9 +329,9 @@ class GRPOModule(L.LightningModule):
         if ro.ref_logp is not None:
             ref = ro.ref_logp[rows]
             stats["kl/k1"] = masked_mean(kl_k1(logp.detach(), ref), mask)
-            if s.kl_type == "k3":
+            if s.kl.type == "k3":
                 kl = aggregate(kl_k3(logp, ref), mask, s.aggregation, ids.shape[1])
-                loss = loss + s.kl_beta * kl
+                loss = loss + s.kl.beta * kl
                 stats["kl/k3"] = kl.detach()
         stats["loss/policy"] = loss.detach()
         return loss, stats

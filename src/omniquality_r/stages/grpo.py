@@ -20,6 +20,7 @@ from ..models.loading import (
 from ..modules.grpo import GRPOModule, GRPOSettings
 from ..precision import trainer_device
 from ..rewards import REWARDS
+from ..settings import settings_from
 from .common import (
     CHECKPOINT,
     configured_model,
@@ -37,20 +38,12 @@ log = logging.getLogger(__name__)
 
 
 def grpo_settings(cfg: DictConfig, total_steps: int) -> GRPOSettings:
-    a = cfg.algo
-    return GRPOSettings(
-        group_size=a.group_size, micro_batch_prompts=a.micro_batch_prompts,
-        num_iterations=a.num_iterations, lr=a.lr, betas=tuple(a.betas),
-        weight_decay=a.weight_decay, warmup_ratio=a.warmup_ratio, min_lr_ratio=a.min_lr_ratio,
-        grad_clip=a.grad_clip, eps_low=a.eps_low, eps_high=a.eps_high, ratio_max=a.ratio_max,
-        aggregation=a.aggregation, advantage_std=a.advantage_std, kl_type=a.kl.type,
-        kl_beta=a.kl.beta, filter_enabled=a.filter.enabled, filter_min_std=a.filter.min_std,
-        filter_refill=a.filter.refill, filter_max_tries=a.filter.max_tries,
-        gate_enabled=a.gate.enabled, gate_rho=a.gate.rho, gate_mode=a.gate.mode,
-        generation=OmegaConf.to_container(a.generation, resolve=True),
-        val_generation=OmegaConf.to_container(cfg.decoding, resolve=True),
-        total_steps=total_steps, sample_log_every=cfg.stage.sample_log_every,
-    )  # fmt: skip
+    """`algo` as GRPOSettings (an unknown key names itself), with the stage's additions."""
+    values = {**OmegaConf.to_container(cfg.algo, resolve=True),
+              "val_generation": OmegaConf.to_container(cfg.decoding, resolve=True),
+              "total_steps": total_steps,
+              "sample_log_every": cfg.stage.sample_log_every}  # fmt: skip
+    return settings_from(GRPOSettings, values, "algo")
 
 
 def _as_list(batch: list) -> list:
