@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from omniquality_r.settings import ConfigError
+from omniquality_r.stages.pipeline import refuse_ignored_overrides
+
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = ("eval_untrained", "cot", "sft", "eval_sft", "grpo_stage1", "eval_grpo_stage1",
          "grpo_stage2", "eval_grpo_stage2")  # fmt: skip
@@ -50,3 +53,14 @@ def test_pipeline_runs_every_step_then_skips_them(tmp_path):
     assert (again.stdout + again.stderr).count("already done, skipped") == len(STEPS) - 1
     assert (run / "eval_grpo_stage2" / "done.json").stat().st_mtime > (
         run / "grpo_stage2" / "done.json").stat().st_mtime
+
+
+@pytest.mark.parametrize("override", ["algo.lr=1e-5", "algo=dapo", "+algo.extra=1"])
+def test_pipeline_refuses_top_level_algo_overrides(override):
+    with pytest.raises(ConfigError, match=r"stage\.algo1.*stage\.algo2"):
+        refuse_ignored_overrides(["stage=pipeline", override])
+
+
+def test_pipeline_accepts_its_own_algo_overrides():
+    refuse_ignored_overrides(["stage=pipeline", "stage.algo2.filter.enabled=true", "seed=1",
+                              "algorithm_note=x"])  # fmt: skip

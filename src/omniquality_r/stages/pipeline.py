@@ -11,10 +11,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from lightning import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
 from ..eval.evaluate import json_safe
+from ..settings import ConfigError
 from .common import (
     CHECKPOINT,
     output_dir,
@@ -62,10 +64,25 @@ def _step_config(
     return sub
 
 
+def refuse_ignored_overrides(overrides: list[str]) -> None:
+    """The pipeline's GRPO steps read stage.algo1 / stage.algo2, never the top-level `algo`
+    group: an `algo` override would be silently ignored, so it is an error that says what to
+    override instead."""
+    ignored = [o for o in overrides
+               if o.lstrip("+~").split("=")[0].split(".")[0] == "algo"]  # fmt: skip
+    if ignored:
+        raise ConfigError(
+            f"stage=pipeline ignores the top-level algo group ({', '.join(ignored)}): its GRPO "
+            "steps read stage.algo1 (stage 1) and stage.algo2 (stage 2); override e.g. "
+            "stage.algo2.filter.enabled=true, or stage.algo1=<algo file> to pick a file")
+
+
 def pipeline_stage(cfg: DictConfig) -> dict:
     """Every stage in one run folder, each step in <run>/<step>/; finished steps (done.json)
     are skipped unless listed in stage.redo, an interrupted one resumes from its last
     Lightning checkpoint. Ends with the SRCC/PLCC table per model."""
+    if HydraConfig.initialized():
+        refuse_ignored_overrides(list(HydraConfig.get().overrides.task))
     run = Path(cfg.stage.run_dir) if cfg.stage.run_dir else output_dir(cfg)
     redo = set(cfg.stage.redo or ())
     summary: dict[str, dict] = {}
