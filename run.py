@@ -7,15 +7,25 @@ import os
 # before torch loads OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from omniquality_r.stages import run_stage  # heavy imports only when a stage runs
+    from omniquality_r.data.records import DataError  # heavy imports only when a stage runs
+    from omniquality_r.settings import ConfigError
+    from omniquality_r.stages import run_stage
 
-    run_stage(cfg)
+    try:
+        run_stage(cfg)
+    except (DataError, ConfigError) as err:  # input the user can fix: one line, no traceback
+        if cfg.debug:
+            raise
+        print(f"error: {err} (debug=true shows the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -47,4 +47,9 @@ def test_bad_config_names_the_culprit(tmp_path):
     proc = run_app("stage=evl", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0 and "evl" in proc.stderr
     proc = run_app("data=koniq", f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode != 0 and "nowhere" in proc.stderr
+    assert proc.returncode == 1 and "nowhere" in proc.stderr
+    assert "Traceback" not in proc.stderr  # one line a user can act on
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    debug = run_app("data=koniq", f"data.root={tmp_path / 'nowhere'}", "debug=true",
+                    f"hydra.run.dir={tmp_path}")  # fmt: skip
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr

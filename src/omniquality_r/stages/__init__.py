@@ -15,6 +15,7 @@ from transformers.utils import logging as hf_logging
 
 from ..console import single_log_lines
 from ..eval.evaluate import json_safe
+from ..settings import ConfigError
 from .common import output_dir
 from .cot import cot_stage
 from .eval import eval_stage
@@ -39,7 +40,7 @@ STAGES: dict[str, Callable[[DictConfig], dict]] = {
 def run_stage(cfg: DictConfig) -> dict:
     name = cfg.stage.name
     if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}; expected one of {sorted(STAGES)}")
+        raise ConfigError(f"unknown stage {name!r}; expected one of {sorted(STAGES)}")
     hf_logging.disable_progress_bar()
     single_log_lines()
     seed_everything(cfg.seed, workers=True)
