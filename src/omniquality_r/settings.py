@@ -27,11 +27,11 @@ def settings_from(cls: type[T], values: Mapping[str, Any], where: str = "") -> T
         raise ConfigError(f"{name}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
     kwargs = {}
     for key, value in values.items():
-        kind = hints[key]
+        kind, name = hints[key], f"{where}.{key}" if where else key
         if dataclasses.is_dataclass(kind):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}.{key}: expected a mapping, got {value!r}")
-            value = settings_from(kind, value, f"{where}.{key}" if where else key)
+                raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+            value = settings_from(kind, value, name)
         elif typing.get_origin(kind) is tuple and isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value

@@ -17,24 +17,12 @@ from ..console import single_log_lines
 from ..eval.evaluate import json_safe
 from ..settings import ConfigError
 from .common import output_dir
-from .cot import cot_stage
-from .eval import eval_stage
-from .grpo import grpo_stage
-from .pipeline import pipeline_stage
-from .pretrain import pretrain_stage
+from .pipeline import STEP_STAGES, pipeline_stage
 from .score import score_stage, select_stage
-from .sft import sft_stage
 
 STAGES: dict[str, Callable[[DictConfig], dict]] = {
-    "pipeline": pipeline_stage,
-    "pretrain": pretrain_stage,
-    "cot": cot_stage,
-    "sft": sft_stage,
-    "grpo": grpo_stage,
-    "eval": eval_stage,
-    "score": score_stage,
-    "select": select_stage,
-}
+    "pipeline": pipeline_stage, **STEP_STAGES, "score": score_stage, "select": select_stage,
+}  # fmt: skip  (the pipeline's steps, and the stages it does not run)
 
 
 def run_stage(cfg: DictConfig) -> dict:

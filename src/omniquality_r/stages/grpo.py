@@ -14,9 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from ..data.records import from_row
-from ..models.loading import (
-    save_checkpoint,
-)
+from ..models.loading import save_checkpoint
 from ..modules.grpo import GRPOModule, GRPOSettings
 from ..precision import trainer_device
 from ..rewards import REWARDS

@@ -10,10 +10,7 @@ from omegaconf import DictConfig
 
 from ..perception.report import REPORT as PERCEPTION_REPORT
 from ..perception.report import format_perception_report
-from .common import (
-    output_dir,
-    tiny_model_path,
-)
+from .common import output_dir, tiny_model_path
 
 log = logging.getLogger(__name__)
 
