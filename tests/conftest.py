@@ -29,3 +29,17 @@ def tiny_model(tiny_path):
 
     model, processor = load_model(str(tiny_path))
     return model.eval(), processor
+
+
+@pytest.fixture(scope="session")
+def adamw_cosine():
+    """conf/optim/adamw_cosine.yaml at a given lr and warmup, as a module's optimizer= and
+    scheduler= partials (the stages' optimizer_factories)."""
+    from omniquality_r.stages.common import optimizer_factories
+
+    def make(lr: float, warmup_ratio: float = 0.03) -> dict:
+        node = OmegaConf.load(ROOT / "conf/optim/adamw_cosine.yaml")
+        node.optimizer.lr, node.scheduler.warmup_ratio = lr, warmup_ratio
+        return optimizer_factories(node)
+
+    return make

@@ -5,11 +5,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from omniquality_r.modules.grpo import GRPOSettings
+from omniquality_r.modules.optim import optimizer_with_schedule
 from omniquality_r.settings import ConfigError, settings_from
+from omniquality_r.stages.common import optimizer_factories
+from omniquality_r.stages.grpo import grpo_settings
 
 
 @dataclass
@@ -43,11 +45,26 @@ def test_unknown_keys_are_named(values, culprit):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "algo").glob("*.yaml")))
-def test_every_algo_config_builds_grpo_settings(name):
-    """Each composed conf/algo choice maps onto GRPOSettings with no key left over."""
+def composed(overrides: list[str]):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        algo = compose("config", overrides=[f"algo={name}"]).algo
-    s = settings_from(GRPOSettings, OmegaConf.to_container(algo, resolve=True), "algo")
+        return compose("config", overrides=overrides)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "algo").glob("*.yaml")))
+def test_every_algo_config_builds_grpo_settings_and_its_optimiser(name):
+    """Each composed conf/algo choice maps onto GRPOSettings with no key left over, and its
+    optim node builds the optimiser and schedule."""
+    cfg = composed(["stage=grpo", f"algo={name}"])
+    s = grpo_settings(cfg, total_steps=10)
     assert s.group_size >= 2 and s.kl.type in ("k1", "k3", "none")
     assert s.generation["max_new_tokens"] > 0
+    params = torch.nn.Linear(2, 2).parameters()
+    optim = optimizer_with_schedule(params, **optimizer_factories(cfg.algo.optim), total_steps=10)
+    assert optim["optimizer"].defaults["lr"] == cfg.algo.optim.optimizer.lr > 0
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_the_tiny_rl_experiments_are_the_pipelines_grpo_steps(stage):
+    """experiment=tiny_rl_stage<n> (stage=grpo alone) trains with the pipeline's algo<n>."""
+    pipeline = composed([]).stage[f"algo{stage}"]
+    assert composed([f"experiment=tiny_rl_stage{stage}"]).algo == pipeline

@@ -8,6 +8,7 @@ GRPO resume from last.ckpt with their optimiser and LR-schedule state."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -22,7 +23,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from lightning.pytorch.strategies import StrategyRegistry
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
@@ -30,6 +32,7 @@ from omniquality_r.stages.common import data_splits, lightning_trainer, resume_p
 
 ROOT = Path(__file__).resolve().parents[2]
 DDP_APP = Path(__file__).with_name("ddp_app.py")
+TRAINER = "lightning.pytorch.Trainer"
 TASKS = ["technical", "aesthetic", "alignment"]
 # sweep name -> (what each job changes, read from its composed config; the jobs' values)
 SWEEPS = {
@@ -79,17 +82,41 @@ def test_launcher_and_trainer_configs():
     assert slurm.additional_parameters.requeue is True
     local = composed(["hydra/launcher=local"], hydra=True).hydra.launcher
     assert local._target_.endswith("LocalLauncher")
-    strategies = {t: composed([f"trainer={t}"]).trainer.strategy
-                  for t in ("cpu", "gpu", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")}
-    assert strategies["deepspeed_zero2"] == "deepspeed_stage_2"
-    assert strategies["deepspeed_zero3"] == "deepspeed_stage_3"
-    assert set(strategies.values()) - {"auto"} <= set(StrategyRegistry.available_strategies())
-    ddp = composed(["trainer=ddp"]).trainer
-    assert ddp.devices == 2 and ddp.strategy == "ddp"
+    trainers = {t: composed([f"trainer={t}"]).trainer
+                for t in ("cpu", "gpu", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")}
+    assert {t: c._target_ for t, c in trainers.items()} == dict.fromkeys(trainers, TRAINER)
+    assert trainers["cpu"].strategy == trainers["gpu"].strategy == "auto"
+    assert trainers["ddp"].devices == 2
+    # Each strategy node binds to its class's constructor without a GPU (DeepSpeed itself is
+    # not installed here, so it is not built): a misspelt key fails here, not on the cluster.
+    expected = {"ddp": DDPStrategy, "fsdp": FSDPStrategy, "deepspeed_zero2": DeepSpeedStrategy,
+                "deepspeed_zero3": DeepSpeedStrategy}  # fmt: skip
+    for name, cls in expected.items():
+        node = OmegaConf.to_container(trainers[name].strategy)
+        assert get_class(node.pop("_target_")) is cls
+        inspect.signature(cls).bind(**node)
+    assert [trainers[f"deepspeed_zero{z}"].strategy.stage for z in (2, 3)] == [2, 3]
+    assert isinstance(instantiate(trainers["ddp"].strategy), DDPStrategy)
+    ds = composed(["trainer=deepspeed_zero3", "+trainer.strategy.config.train_batch_size=64"])
+    assert ds.trainer.strategy.config == {"train_batch_size": 64}  # a DeepSpeed config dict
+
+
+def test_trainer_callbacks_and_optimiser_are_target_nodes_in_the_job_config():
+    """`python run.py --cfg job` shows what each stage instantiates."""
+    job = subprocess.run([sys.executable, str(ROOT / "run.py"), "--cfg", "job"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    cfg = OmegaConf.create(job)
+    assert cfg.trainer._target_ == TRAINER
+    assert cfg.callbacks.checkpoint._target_ == "lightning.pytorch.callbacks.ModelCheckpoint"
+    for node in (cfg.stage.sft.optim, cfg.stage.algo1.optim, cfg.stage.algo2.optim):
+        assert node.optimizer._target_ == "torch.optim.AdamW" and node.optimizer._partial_
+        assert node.scheduler._target_.endswith("modules.optim.warmup_cosine_schedule")
+    lrs = [n.optim.optimizer.lr for n in (cfg.stage.sft, cfg.stage.algo1, cfg.stage.algo2)]
+    assert lrs == [1e-3, 1e-5, 1e-6]
 
 
 def test_trainer_saves_last_checkpoint_for_a_rerun_to_resume(tmp_path):
-    cfg = composed(["trainer.checkpoint_every_n_steps=3", f"paths.output_dir={tmp_path}"])
+    cfg = composed(["callbacks.checkpoint.every_n_train_steps=3", f"paths.output_dir={tmp_path}"])
     trainer = lightning_trainer(cfg, max_steps=1)
     assert Path(trainer.checkpoint_callback.dirpath) == tmp_path / "checkpoints"
     assert trainer.checkpoint_callback._every_n_train_steps == 3
@@ -121,9 +148,9 @@ def common(tmp_path_factory, tiny_path) -> list[str]:
 
 EVAL = ["stage=eval", "stage.readouts=[greedy]"]
 SHORT = "decoding.max_new_tokens=8"
-GRPO = ["stage=grpo", "algo.group_size=2", "algo.micro_batch_prompts=1", "algo.lr=1e-3",
-        "algo.generation.max_new_tokens=8", "stage.val_per_task=1", SHORT,
-        "trainer.checkpoint_every_n_steps=1"]  # fmt: skip
+GRPO = ["stage=grpo", "algo.group_size=2", "algo.micro_batch_prompts=1",
+        "algo.optim.optimizer.lr=1e-3", "algo.generation.max_new_tokens=8",
+        "stage.val_per_task=1", SHORT, "callbacks.checkpoint.every_n_train_steps=1"]  # fmt: skip
 
 
 def jobs_of(sweep: Path) -> list[Path]:
@@ -268,7 +295,7 @@ def sft_overrides(tmp: Path, common: list[str]) -> list[str]:
     ))  # fmt: skip
     return ["stage=sft", f"stage.cot_path={cot}", "stage.micro_batch=1",
             f"stage.global_batch={len(rows)}", "stage.epochs=2", "stage.log_every_n_steps=1",
-            "trainer.checkpoint_every_n_steps=1", *common]  # fmt: skip
+            "callbacks.checkpoint.every_n_train_steps=1", *common]  # fmt: skip
 
 
 def grpo_overrides(tmp: Path, common: list[str]) -> list[str]:

@@ -1,6 +1,7 @@
 """The GRPO module on the tiny model: deterministic steps, the filter and gate acting."""
 
 import copy
+import functools
 import math
 
 import lightning as L
@@ -9,6 +10,7 @@ import torch
 
 from omniquality_r.data.synthetic import generate_synthetic
 from omniquality_r.modules.grpo import GRPOModule, GRPOSettings
+from omniquality_r.modules.optim import warmup_cosine_schedule
 from omniquality_r.rewards import RewardParts, gaussian_reward
 from omniquality_r.settings import settings_from
 
@@ -29,12 +31,14 @@ def records(tmp_path_factory):
 def run_steps(tiny_model, records, reward_fn, steps=1, **settings):
     model, processor = tiny_model
     policy = copy.deepcopy(model).train()
-    defaults = dict(group_size=4, micro_batch_prompts=1, lr=1e-3, kl={"type": "k3", "beta": 0.1},
+    defaults = dict(group_size=4, micro_batch_prompts=1, kl={"type": "k3", "beta": 0.1},
                     generation={"do_sample": True, "temperature": 1.0, "top_k": 0,
                                 "max_new_tokens": 10}, total_steps=steps)  # fmt: skip
     module = GRPOModule(
         policy, processor, reward_fn=reward_fn, instructions=INSTRUCTIONS, system_prompt="SYS",
         settings=settings_from(GRPOSettings, {**defaults, **settings}),
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+        scheduler=functools.partial(warmup_cosine_schedule, warmup_ratio=0.0),
         ref_model=copy.deepcopy(model).eval().requires_grad_(False),
     )
     trainer = L.Trainer(max_steps=steps, max_epochs=1, logger=False, enable_checkpointing=False,

@@ -54,15 +54,15 @@ class LRTrace(L.Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def fit(model, processor, rows, out_dir, *, steps=STEPS):
+def fit(model, processor, rows, out_dir, optim, *, steps=STEPS):
     """Train `steps` optimiser steps of micro-batch 4 over `rows` (one row per batch
     unreadable), save to `out_dir`; return the module, the LR trace and the summary."""
     collate = functools.partial(collate_sft, processor, instructions=INSTRUCTIONS,
                                 system_prompt=SYSTEM)  # fmt: skip
     bad = {**rows[0], "id": "bad", "image": str(out_dir.parent / "missing.png")}
     train = [*rows[:3], bad] * steps
-    module = SFTModule(model, processor, lr=LR, warmup_ratio=WARMUP_RATIO,
-                       instructions=INSTRUCTIONS, system_prompt=SYSTEM)  # fmt: skip
+    module = SFTModule(model, processor, **optim(LR, WARMUP_RATIO), instructions=INSTRUCTIONS,
+                       system_prompt=SYSTEM)  # fmt: skip
     trace = LRTrace()
     trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, callbacks=[trace],
                         enable_checkpointing=False, enable_progress_bar=False,
@@ -73,15 +73,15 @@ def fit(model, processor, rows, out_dir, *, steps=STEPS):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_path, rows, tmp_path_factory):
+def trained(tiny_path, rows, tmp_path_factory, adamw_cosine):
     model, processor = load_model(str(tiny_path))
     set_vision_trainable(model, False)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     batch = collate_sft(processor, rows, instructions=INSTRUCTIONS, system_prompt=SYSTEM)
     with torch.no_grad():
-        loss_before = float(SFTModule(model, processor, lr=LR)._loss(batch))
+        loss_before = float(SFTModule(model, processor, **adamw_cosine(LR))._loss(batch))
     out = tmp_path_factory.mktemp("run") / "sft"
-    module, lrs, summary, _ = fit(model, processor, rows, out)
+    module, lrs, summary, _ = fit(model, processor, rows, out, adamw_cosine)
     return module, before, batch, loss_before, lrs, summary, out
 
 
@@ -137,10 +137,11 @@ def test_an_sft_checkpoint_reloads_and_scores_identically(trained, rows):
     assert str(scores) == str(scores2)  # str: NaN == NaN
 
 
-def test_a_lora_sft_checkpoint_saves_the_adapter_and_a_merged_model(tiny_path, rows, tmp_path):
+def test_a_lora_sft_checkpoint_saves_the_adapter_and_a_merged_model(tiny_path, rows, tmp_path,
+                                                                    adamw_cosine):
     model, processor = load_model(str(tiny_path))
     model = apply_lora(model, r=4, alpha=8, dropout=0.0, target_modules=".*language_model.*q_proj")
-    module, _, _, collate = fit(model, processor, rows, tmp_path / "sft", steps=2)
+    module, _, _, collate = fit(model, processor, rows, tmp_path / "sft", adamw_cosine, steps=2)
     assert (tmp_path / "sft" / "adapter" / "adapter_config.json").is_file()
     batch = collate(rows)
     logits, _ = _logits_and_scores(module.model, processor, batch, [])
@@ -175,11 +176,12 @@ def test_sft_loss_equals_the_models_own_loss_and_gradient(tiny_path, rows):
             assert torch.allclose(grads[n], p.grad, atol=1e-5), n
 
 
-def test_a_frozen_towers_features_are_computed_once_and_give_the_same_loss(tiny_path, rows):
+def test_a_frozen_towers_features_are_computed_once_and_give_the_same_loss(tiny_path, rows,
+                                                                           adamw_cosine):
     model, processor = load_model(str(tiny_path))
     set_vision_trainable(model, False)
     model.eval()
-    module = SFTModule(model, processor, lr=LR)
+    module = SFTModule(model, processor, **adamw_cosine(LR))
     batch = collate_sft(processor, rows, instructions=INSTRUCTIONS, system_prompt=SYSTEM)
     with torch.no_grad():
         first = module._loss(batch)

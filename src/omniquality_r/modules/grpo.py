@@ -39,7 +39,7 @@ from ..rl.rollout import (
     select_prompts,
     token_logprobs,
 )
-from .optim import adam_with_schedule
+from .optim import optimizer_with_schedule
 
 
 @dataclass
@@ -82,11 +82,6 @@ class GRPOSettings:
     prompts_per_step: int = 64  # read by the stage's DataLoader
     micro_batch_prompts: int = 2
     num_iterations: int = 1
-    lr: float = 1e-6
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     eps_low: float = 0.2
     eps_high: float = 0.2
@@ -127,6 +122,8 @@ class GRPOModule(L.LightningModule):
         instructions: dict[str, str],
         system_prompt: str,
         settings: GRPOSettings,
+        optimizer: Callable,
+        scheduler: Callable,
         ref_model=None,
         refill_records: Sequence[Record] = (),
         samples_sink: Callable[[list[dict]], None] | None = None,
@@ -137,6 +134,7 @@ class GRPOModule(L.LightningModule):
         self.reward_fn = reward_fn
         self.instructions, self.system_prompt = instructions, system_prompt
         self.s = settings
+        self.optimizer, self.scheduler = optimizer, scheduler  # conf/optim partials
         self._refill = self._cycle(list(refill_records))
         self._samples_sink = samples_sink
         self._val_rows: list[dict] = []
@@ -391,11 +389,8 @@ class GRPOModule(L.LightningModule):
             self.log_dict(flat_metrics({"greedy": metric_rows(rows, "greedy")}, prefix="val"))
 
     def configure_optimizers(self):
-        s = self.s
-        return adam_with_schedule(
-            self.model.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay,
-            total_steps=s.total_steps, warmup_ratio=s.warmup_ratio, min_ratio=s.min_lr_ratio,
-        )  # fmt: skip
+        return optimizer_with_schedule(self.model.parameters(), self.optimizer, self.scheduler,
+                                       self.s.total_steps)  # fmt: skip
 
 
 def _keep_groups(ro: Rollout, keep: list[bool], group_size: int) -> Rollout:

@@ -4,8 +4,8 @@ Loss (`sft_loss`): token-mean cross-entropy over the assistant tokens (labels !=
 data/collate.py), -1/N sum_{t: label_t != -100} log p(label_t | tokens < t); the prefix every
 row shares (the system prompt) runs once per batch (models/shared_prefix.py) and the output
 layer only on the labelled positions.
-Optimiser and schedule: modules/optim.py, shared with GRPO: AdamW(lr, betas=(0.9, 0.95),
-weight_decay=0) on the trainable parameters; per optimiser step s of T, warmup
+Optimiser and schedule: conf/optim (modules/optim.py), shared with GRPO: AdamW(lr,
+betas=(0.9, 0.95), weight_decay=0) on the trainable parameters; per optimiser step s of T, warmup
 w = ceil(warmup_ratio * T), m = min_lr_ratio:
 
     lr(s) = lr * (s + 1) / w                                                s < w
@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -41,7 +41,7 @@ from ..models.shared_prefix import (
     lm_logits,
 )
 from ..precision import trainer_device
-from .optim import adam_with_schedule
+from .optim import optimizer_with_schedule
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,8 @@ class SFTModule(L.LightningModule):
         model,
         processor,
         *,
-        lr: float,
-        betas: Sequence[float] = (0.9, 0.95),
-        weight_decay: float = 0.0,
-        warmup_ratio: float = 0.03,
-        min_lr_ratio: float = 0.1,
+        optimizer: Callable,
+        scheduler: Callable,
         val_records: Sequence[Record] = (),
         instructions: dict[str, str] | None = None,
         system_prompt: str = "",
@@ -104,8 +101,7 @@ class SFTModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.processor = processor
-        self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
-        self.warmup_ratio, self.min_lr_ratio = warmup_ratio, min_lr_ratio
+        self.optimizer, self.scheduler = optimizer, scheduler  # conf/optim partials
         self.val_records = list(val_records)
         self.instructions = instructions or {}
         self.system_prompt = system_prompt
@@ -178,10 +174,8 @@ class SFTModule(L.LightningModule):
 
     def configure_optimizers(self):
         total = int(self.trainer.estimated_stepping_batches)
-        return adam_with_schedule(
-            self.model.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay,
-            total_steps=total, warmup_ratio=self.warmup_ratio, min_ratio=self.min_lr_ratio,
-        )
+        return optimizer_with_schedule(self.model.parameters(), self.optimizer, self.scheduler,
+                                       total)  # fmt: skip
 
 
 def train_sft(module: SFTModule, trainer: L.Trainer, train_loader, val_loader, out_dir,

@@ -10,13 +10,14 @@ learned to read them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
 import lightning as L
 import torch
 
-from ..modules.optim import adam_with_schedule
+from ..modules.optim import optimizer_with_schedule, warmup_cosine_schedule
 from .head import perception_loss
 from .tower import vision_tokens
 
@@ -62,7 +63,8 @@ class PerceptionModule(L.LightningModule):
     def configure_optimizers(self):
         groups = [{"params": self.visual.parameters(), "lr": self.lr * self.tower_lr_scale},
                   {"params": self.head.parameters()}]  # fmt: skip
-        return adam_with_schedule(
-            groups, lr=self.lr, weight_decay=self.weight_decay,
-            total_steps=self.trainer.max_steps, warmup_ratio=self.warmup_ratio, min_ratio=0.0,
-        )  # fmt: skip
+        optimizer = functools.partial(torch.optim.AdamW, lr=self.lr, betas=(0.9, 0.95),
+                                      weight_decay=self.weight_decay)  # fmt: skip
+        scheduler = functools.partial(warmup_cosine_schedule, warmup_ratio=self.warmup_ratio,
+                                      min_lr_ratio=0.0)  # fmt: skip
+        return optimizer_with_schedule(groups, optimizer, scheduler, self.trainer.max_steps)

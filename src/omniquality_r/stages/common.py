@@ -8,7 +8,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from ..console import ProgressLines, interactive
@@ -99,25 +98,25 @@ def trainable(cfg: DictConfig, model):
 
 
 def lightning_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
-    """A Lightning Trainer from the `trainer` group, the `logger` group and stage kwargs. It
-    saves <run dir>/checkpoints/last.ckpt (overwritten, never last-v1.ckpt) every
-    `trainer.checkpoint_every_n_steps` optimiser steps and on an interrupt (SIGTERM, SLURM
-    preemption or timeout)."""
+    """The Lightning Trainer of the `trainer` group (`_target_`; its strategy may be a node
+    too, e.g. DeepSpeed with a config dict) with the `logger` and `callbacks` groups and the
+    stage's kwargs (budget, clipping); `precision: auto` resolved per machine."""
     t = cfg.trainer
-    checkpoint = ModelCheckpoint(dirpath=output_dir(cfg) / "checkpoints", save_top_k=0,
-                                 save_last=True, save_on_exception=True,
-                                 every_n_train_steps=t.checkpoint_every_n_steps,
-                                 enable_version_counter=False)  # fmt: skip
     precision = resolve_precision(t.precision, t.accelerator)
     log.info("%s: precision %s (trainer.precision=%s; %s)", cfg.stage.name, precision,
              t.precision, describe_device(t.accelerator))  # fmt: skip
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     lines = [] if interactive() else [ProgressLines(cfg.stage.name)]
-    return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
-        precision=precision, num_nodes=t.num_nodes, logger=instantiate(cfg.logger),
-        default_root_dir=str(output_dir(cfg)), callbacks=[checkpoint, *lines],
-        enable_progress_bar=interactive(), **kwargs,
-    )  # fmt: skip
+    return instantiate(t, precision=precision, logger=instantiate(cfg.logger),
+                       callbacks=[*callbacks, *lines], default_root_dir=str(output_dir(cfg)),
+                       enable_progress_bar=interactive(), **kwargs)  # fmt: skip
+
+
+def optimizer_factories(optim: DictConfig) -> dict:
+    """An `optim` node (conf/optim) as the partial optimiser and scheduler its module calls
+    (modules/optim.optimizer_with_schedule)."""
+    return {"optimizer": instantiate(optim.optimizer, _convert_="all"),
+            "scheduler": instantiate(optim.scheduler, _convert_="all")}  # fmt: skip
 
 
 def resume_path(trainer: L.Trainer) -> str | None:

@@ -27,6 +27,7 @@ from .common import (
     first_per_task,
     instructions_of,
     lightning_trainer,
+    optimizer_factories,
     output_dir,
     resume_path,
     trainable,
@@ -36,8 +37,11 @@ log = logging.getLogger(__name__)
 
 
 def grpo_settings(cfg: DictConfig, total_steps: int) -> GRPOSettings:
-    """`algo` as GRPOSettings (an unknown key names itself), with the stage's additions."""
-    values = {**OmegaConf.to_container(cfg.algo, resolve=True),
+    """`algo` but its optimiser as GRPOSettings (an unknown key names itself), with the
+    stage's additions."""
+    algo = OmegaConf.to_container(cfg.algo, resolve=True)
+    algo.pop("optim")  # the optimiser's node: optimizer_factories
+    values = {**algo,
               "val_generation": OmegaConf.to_container(cfg.decoding, resolve=True),
               "total_steps": total_steps,
               "sample_log_every": cfg.stage.sample_log_every}  # fmt: skip
@@ -82,8 +86,8 @@ def grpo_stage(cfg: DictConfig) -> dict:
     module = GRPOModule(
         policy, processor, reward_fn=functools.partial(reward, **params),
         instructions=instructions_of(cfg), system_prompt=cfg.system_prompt,
-        settings=grpo_settings(cfg, total), ref_model=ref, refill_records=train,
-        samples_sink=sink,
+        settings=grpo_settings(cfg, total), **optimizer_factories(cfg.algo.optim), ref_model=ref,
+        refill_records=train, samples_sink=sink,
     )  # fmt: skip
     loader = DataLoader(train, batch_size=prompts, shuffle=True, collate_fn=_as_list,
                         drop_last=len(train) >= prompts,

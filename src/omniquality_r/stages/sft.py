@@ -19,6 +19,7 @@ from .common import (
     first_per_task,
     instructions_of,
     lightning_trainer,
+    optimizer_factories,
     output_dir,
     resume_path,
     trainable,
@@ -46,8 +47,7 @@ def sft_stage(cfg: DictConfig) -> dict:
     val_loader = DataLoader(val, batch_size=s.micro_batch, collate_fn=collate,
                             num_workers=s.num_workers) if val else None  # fmt: skip
     module = SFTModule(
-        trainable(cfg, model), processor, lr=s.lr, betas=s.betas, weight_decay=s.weight_decay,
-        warmup_ratio=s.warmup_ratio, min_lr_ratio=s.min_lr_ratio,
+        trainable(cfg, model), processor, **optimizer_factories(s.optim),
         val_records=first_per_task([from_row(r) for r in val], s.val.max_per_task),
         instructions=instructions_of(cfg), system_prompt=cfg.system_prompt,
         generation=OmegaConf.to_container(cfg.decoding, resolve=True),
