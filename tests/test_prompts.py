@@ -33,7 +33,10 @@ def test_format_ok(text, ok):
         ("<think>x</think><answer>4.25</answer>", 4.25),
         ("<answer> 3 </answer>", 3.0),
         ("<answer>.5</answer>", 0.5),
-        ("<answer>1.00</answer> and <answer>2.50</answer>", 2.5),
+        ("<answer>1.00</answer> and <answer>2.50</answer>", None),  # text after </answer>
+        ("<answer>5</answer>\n", 5.0),
+        ("<answer>0.00</answer>", 0.0),
+        ("<answer>5.01</answer>", None),  # outside [0, 5]
         ("<answer>about 3</answer>", None),
         ("<answer></answer>", None),
         ("no tags 3.5", None),

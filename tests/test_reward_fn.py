@@ -55,14 +55,16 @@ def test_reward_call_signature_and_sources(scorer, images, parsed):
                  completion_ids=[[1], [2]], image_path=images, trainer_state=None,
                  log_extra=logged.__setitem__, log_metric=lambda *a: None)  # fmt: skip
     assert reward.__name__ == "omniquality_alignment"
-    assert 0 <= out[0] <= 5 and out[1] is None  # empty caption: no prompt to align to
+    assert 0 <= out[0] <= 5 and out[1] == 0.0  # empty caption: no prompt, the fallback
     assert "needs a prompt" in logged["omniquality_alignment_reasoning"][1]
 
     generator = QualityReward(scorer, "alignment", image_column=None, text="prompt")
     out = generator(prompts=[[{"role": "user", "content": "a red circle"}]] * 2,
                     completions=[[{"role": "assistant", "content": images[0]}],
                                  [{"role": "assistant", "content": "nowhere.png"}]])  # fmt: skip
-    assert 0 <= out[0] <= 5 and out[1] is None
+    assert 0 <= out[0] <= 5 and out[1] == 0.0
+    skip = QualityReward(scorer, "alignment", image_column=None, text="prompt", fallback=None)
+    assert skip(prompts=["a red circle"], completions=["nowhere.png"]) == [None]
     with pytest.raises(KeyError, match="image_path"):
         reward(prompts=["p"], completions=["c"], image=images[:1])
     with pytest.raises(ValueError, match="text must be"):

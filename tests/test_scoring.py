@@ -100,7 +100,8 @@ def test_api_scores_equal_eval_predict(tiny_path, tmp_path):
     assert not skipped and len(api) == len(rows) == 6
     for rec, row, res in zip(records, rows, api):
         assert (res.image, res.task, res.prompt) == (rec.image, row["task"], row["prompt"])
-        assert res.responses == [row["response"]] and not res.error
+        assert res.responses == [row["response"]] and res.invalid == [row["invalid"]]
+        assert res.error.startswith("invalid answer: ") == bool(row["invalid"])  # untrained
         assert _same(res.score, row["score_greedy"]) and _same(res.samples[0], res.score)
 
 
@@ -121,7 +122,8 @@ def test_bad_items_get_errors_and_the_rest_is_scored(tiny_model, tmp_path):
     assert "needs a prompt" in results[3]["alignment"].error
     scored = [results[0]["technical"], results[0]["alignment"], results[3]["technical"],
               results[4]["technical"], results[4]["alignment"]]  # fmt: skip
-    assert all(not r.error and len(r.responses) == 1 == len(r.samples) for r in scored)
+    assert all(len(r.responses) == 1 == len(r.samples) for r in scored)
+    assert all(r.error.startswith("invalid answer: ") for r in scored)  # untrained: no answer
     assert [r["technical"].image for r in results[3:]] == ["#3", "#4", "#5"]
 
 
@@ -166,10 +168,14 @@ def test_scores_csv_and_summary(tmp_path):
     results = [ScoreResult("a.png", "technical", score=2.0, std=0.0, samples=[2.0],
                            responses=["<think>ok</think><answer>2</answer>"]),
                ScoreResult("b.png", "technical", score=4.0, std=0.0, samples=[4.0]),
-               ScoreResult("c.png", "technical", samples=[math.nan], responses=["junk"]),
+               ScoreResult("c.png", "technical", samples=[math.nan], responses=["junk"],
+                           invalid=["no_answer"], looped=[True],
+                           error="invalid answer: no_answer: no <answer>...</answer>"),
                ScoreResult("d.png", "technical", error="image file not found: d.png")]  # fmt: skip
     rows = list(csv.DictReader(write_scores_csv(results, tmp_path / "s.csv").open()))
     assert list(rows[0]) == list(scoring.SCORE_COLUMNS)
     assert rows[0]["reasoning"] == "ok" and rows[3]["error"].startswith("image file not found")
     s = score_summary(results)["technical"]
-    assert (s["n"], s["errors"], s["unparsed"], s["mean"], s["std"]) == (4, 1, 1, 3.0, 1.0)
+    assert (s["n"], s["errors"], s["invalid"], s["mean"], s["std"]) == (4, 1, 1, 3.0, 1.0)
+    assert s["invalid_answers"]["no_answer"] == 1 and s["looped"] == 1
+    assert "no_answer 1" in scoring.format_summary({"technical": s})

@@ -2,7 +2,7 @@
 
 One path for every stage that asks the model for a score (eval, scoring, GRPO
 rollouts): `encode_prompts` -> `model.generate` -> `read_scores`; `score_items` is that
-path for one batch (eval and the scoring API).
+path for one batch (eval and the scoring API), returning a ScoredBatch.
 
 Read-outs (`read_scores`):
   greedy       the float parsed from the generated `<answer>` text (the paper's way).
@@ -11,7 +11,11 @@ Read-outs (`read_scores`):
                answer's first digit (distribution renormalised over 0-5) and d1, d2
                the two decimals (over 0-9), each taken from the policy's next-token
                distribution at that position of the generated sequence (one
-               teacher-forced forward pass). NaN when the answer is not `d.dd`.
+               teacher-forced forward pass), clipped to prompts.SCORE_RANGE (a first
+               digit 5 with decimals is not a score). NaN when the answer is not `d.dd`
+               or is invalid (prompts.read_answer), as for greedy.
+Generation in eval and scoring stops a looping answer early (RepetitionStop, the decoding
+config's `repetition_stop`); each batch reports which answers it stopped.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from dataclasses import dataclass
 
 import torch
 from PIL import Image
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .models.shared_prefix import image_features
-from .prompts import build_messages, parse_answer
+from .prompts import SCORE_RANGE, build_messages, parse_answer, read_answer
 from .rl.rollout import completion_logits
 
 READOUTS = ("greedy", "expectation")
@@ -59,14 +64,41 @@ def encode_prompts(
     )
 
 
+class RepetitionStop(StoppingCriteria):
+    """Stops a sequence whose last `window` generated tokens repeat one pattern of at most
+    `max_period` tokens (t_i = t_{i-p} for every i of the window, some p <= max_period), e.g.
+    `2.6655555...` or `abab...`: a looping answer ends instead of running to max_new_tokens.
+    Padding and eos (finished rows) never count; `fired` marks the rows it stopped."""
+
+    def __init__(self, prompt_len: int, window: int, ignore_ids: Sequence[int],
+                 max_period: int = 8):  # fmt: skip
+        self.prompt_len, self.window, self.max_period = prompt_len, window, max_period
+        self.ignore = torch.tensor(sorted(set(ignore_ids)))
+        self.fired: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        new = input_ids[:, self.prompt_len :]
+        if self.fired is None:
+            self.fired = torch.zeros(len(new), dtype=torch.bool, device=new.device)
+        tail = new[:, -self.window :]
+        periodic = torch.zeros_like(self.fired)
+        for p in range(1, self.max_period + 1):
+            if new.shape[1] >= self.window + p:
+                periodic |= (tail == new[:, -self.window - p : -p]).all(dim=1)
+        clean = ~torch.isin(tail, self.ignore.to(tail.device)).any(dim=1)
+        self.fired |= periodic & clean
+        return self.fired.clone()
+
+
 @torch.no_grad()
-def generate(model, processor, inputs: dict, generation: dict) -> torch.Tensor:
+def generate(model, processor, inputs: dict, generation: dict,
+             stopping: Sequence[StoppingCriteria] = ()) -> torch.Tensor:  # fmt: skip
     """Generate completions (KV cache on); returns the new token ids, right-padded with pad."""
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
     tok = processor.tokenizer
-    out = model.generate(
-        **inputs, **generation, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
-    )
+    extra = {"stopping_criteria": StoppingCriteriaList(stopping)} if stopping else {}
+    out = model.generate(**inputs, **generation, **extra, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id)  # fmt: skip
     return out[:, inputs["input_ids"].shape[1] :]
 
 
@@ -133,7 +165,7 @@ def expectation_scores(model, processor, inputs: dict, completion_ids: torch.Ten
             + (tenths * weights).sum() / 10
             + (hundredths * weights).sum() / 100
         )
-        scores.append(float(value))
+        scores.append(min(float(value), SCORE_RANGE[1]))
     return scores
 
 
@@ -146,12 +178,27 @@ def read_scores(
     inputs: dict | None = None,
     completion_ids: torch.Tensor | None = None,
 ) -> list[float]:
-    """Scores for generated responses by `readout` (see module docstring); NaN if none."""
+    """Scores for generated responses by `readout` (see module docstring); NaN where the
+    answer is invalid (prompts.read_answer), whatever the read-out."""
+    if readout not in READOUTS:
+        raise ValueError(f"unknown read-out {readout!r}; expected one of {READOUTS}")
+    greedy = [math.nan if (s := parse_answer(r)) is None else s for r in responses]
     if readout == "greedy":
-        return [math.nan if (s := parse_answer(r)) is None else s for r in responses]
-    if readout == "expectation":
-        return expectation_scores(model, processor, inputs, completion_ids)
-    raise ValueError(f"unknown read-out {readout!r}; expected one of {READOUTS}")
+        return greedy
+    expected = expectation_scores(model, processor, inputs, completion_ids)
+    return [e if math.isfinite(g) else math.nan for g, e in zip(greedy, expected)]
+
+
+@dataclass
+class ScoredBatch:
+    """One batch: the responses, their scores per read-out (NaN when invalid), why each
+    answer is invalid (prompts.INVALID; "" when valid), and whether the repetition guard
+    stopped its generation."""
+
+    responses: list[str]
+    scores: dict[str, list[float]]
+    invalid: list[str]
+    looped: list[bool]
 
 
 def score_items(
@@ -163,14 +210,21 @@ def score_items(
     system_prompt: str,
     generation: dict,
     readouts: Sequence[str] = ("greedy",),
-) -> tuple[list[str], dict[str, list[float]]]:
-    """Generated responses for one batch, and their scores per read-out."""
+) -> ScoredBatch:
+    """Generate and read one batch. `generation` holds model.generate's settings plus
+    `repetition_stop` (the RepetitionStop window in tokens; absent or null: off)."""
+    generation = dict(generation)
+    window = generation.pop("repetition_stop", None)
     inputs = encode_prompts(processor, items, instructions, system_prompt)
-    completion_ids = generate(model, processor, inputs, generation)
+    tok = processor.tokenizer
+    guard = window and RepetitionStop(inputs["input_ids"].shape[1], window,
+                                      [tok.pad_token_id, tok.eos_token_id])  # fmt: skip
+    completion_ids = generate(model, processor, inputs, generation, [guard] if guard else ())
     responses = decode(processor, completion_ids)
     scores = {
         r: read_scores(responses, r, model=model, processor=processor, inputs=inputs,
                        completion_ids=completion_ids)
         for r in readouts
     }  # fmt: skip
-    return responses, scores
+    looped = guard.fired.tolist() if guard and guard.fired is not None else [False] * len(items)
+    return ScoredBatch(responses, scores, [read_answer(r).invalid for r in responses], looped)

@@ -8,6 +8,9 @@ module only assembles them into chat messages and reads answers back.
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 # One <think>...</think> followed by one <answer>...</answer>, nothing else around them.
 _FORMAT_RE = re.compile(r"^\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*"
@@ -21,13 +24,65 @@ def format_ok(text: str) -> bool:
     return _FORMAT_RE.match(text) is not None
 
 
+SCORE_RANGE = (0.0, 5.0)  # every task's answers; dataset MOS are mapped onto it (data/native.py)
+# Why an answer is not a score (Answer.invalid), in the order read_answer checks them.
+NO_ANSWER = "no_answer"  # no <answer>...</answer>
+TRAILING_TEXT = "trailing_text"  # anything but whitespace after the first </answer>
+NOT_A_NUMBER = "not_a_number"  # the answer is not one bare decimal number
+OUT_OF_RANGE = "out_of_range"  # a number outside SCORE_RANGE
+INVALID = (NO_ANSWER, TRAILING_TEXT, NOT_A_NUMBER, OUT_OF_RANGE)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A response's answer: its score, or None and the reason (one of INVALID)."""
+
+    score: float | None
+    invalid: str = ""
+    text: str = ""  # what stood between the tags ("" without them)
+
+    def describe(self) -> str:
+        """The reason in words, for error entries: `out_of_range: '2666' is outside [0, 5]`."""
+        lo, hi = SCORE_RANGE
+        detail = {NO_ANSWER: "no <answer>...</answer> in the response",
+                  TRAILING_TEXT: f"text after </answer> (answer {self.text!r})",
+                  NOT_A_NUMBER: f"{self.text!r} is not a bare number",
+                  OUT_OF_RANGE: f"{self.text.strip()!r} is outside [{lo:g}, {hi:g}]"}  # fmt: skip
+        return f"{self.invalid}: {detail[self.invalid]}" if self.invalid else ""
+
+
+def read_answer(text: str) -> Answer:
+    """The one answer rule of every consumer (eval, GRPO rewards, scoring, the TRL reward,
+    best-of-N, the CoT teacher): the first <answer>s</answer> with nothing but whitespace
+    after it, s one bare decimal number in SCORE_RANGE (inclusive). Anything else is invalid,
+    with the first reason that applies (INVALID)."""
+    m = _ANSWER_RE.search(text)
+    if m is None:
+        return Answer(None, NO_ANSWER)
+    inner = m.group(1)
+    if text[m.end():].strip():
+        return Answer(None, TRAILING_TEXT, inner)
+    number = _FLOAT_RE.match(inner)
+    if number is None:
+        return Answer(None, NOT_A_NUMBER, inner)
+    value = float(number.group(1))
+    if not SCORE_RANGE[0] <= value <= SCORE_RANGE[1]:
+        return Answer(None, OUT_OF_RANGE, inner)
+    return Answer(value, "", inner)
+
+
+def answer_counts(invalid: Sequence[str], looped: Sequence[bool]) -> dict[str, int]:
+    """How many answers were invalid, per reason (prompts.INVALID: `invalid_<reason>`), and how
+    many generations the repetition guard stopped (`looped`)."""
+    counts = Counter(r for r in invalid if r)
+    return {"invalid": sum(counts.values()),
+            **{f"invalid_{r}": counts[r] for r in INVALID},
+            "looped": int(sum(bool(x) for x in looped))}  # fmt: skip
+
+
 def parse_answer(text: str) -> float | None:
-    """The float inside the last <answer></answer>, or None when absent or not a bare float."""
-    answers = _ANSWER_RE.findall(text)
-    if not answers:
-        return None
-    m = _FLOAT_RE.match(answers[-1])
-    return float(m.group(1)) if m else None
+    """read_answer's score: a float in SCORE_RANGE, or None when the answer is invalid."""
+    return read_answer(text).score
 
 
 def instruction_for(task: str, instructions: dict[str, str], prompt: str = "") -> str:

@@ -12,8 +12,12 @@ array; TRL hands every dataset column to reward functions) or, when `image_colum
 from the completion text as an image path (a generator policy that writes files). For
 alignment the prompt judged against the image is the completion's text (`text="completion"`:
 a captioning policy) or the prompt's (`text="prompt"`: images generated for the prompt).
-The reward is the 0-5 score; an item that cannot be scored returns None, which TRL reads as
-NaN and leaves out of the group baseline. The reasoning goes to TRL's completions table.
+The reward is the 0-5 score. A sample with no valid score (an answer outside [0, 5], not a
+bare number, with text after </answer> or without an answer tag: prompts.read_answer; or an
+image that cannot be read) gets `fallback`: 0.0 by default, the bottom of the scale, so an
+invalid judgement never pays; `fallback=None` returns None instead, which TRL reads as NaN and
+leaves out of the group baseline. The reasoning (or the error naming the reason) goes to
+TRL's completions table.
 """
 
 from __future__ import annotations
@@ -39,11 +43,11 @@ class QualityReward:
 
     def __init__(self, scorer: QualityScorer, task: str = "aesthetic", *,
                  image_column: str | None = "image", text: str = "completion", samples: int = 1,
-                 batch_size: int = 8):  # fmt: skip
+                 batch_size: int = 8, fallback: float | None = 0.0):  # fmt: skip
         if text not in ("completion", "prompt"):
             raise ValueError(f"text must be 'completion' or 'prompt', got {text!r}")
         self.scorer, self.task, self.image_column, self.text = scorer, task, image_column, text
-        self.samples, self.batch_size = samples, batch_size
+        self.samples, self.batch_size, self.fallback = samples, batch_size, fallback
         self.__name__ = f"omniquality_{task}"  # TRL's name for the reward in its logs
 
     def __call__(self, prompts: Sequence, completions: Sequence, log_extra=None,
@@ -61,4 +65,4 @@ class QualityReward:
                                     batch_size=self.batch_size)  # fmt: skip
         if log_extra is not None:
             log_extra(f"{self.__name__}_reasoning", [r.error or r.reasoning for r in results])
-        return [r.score if math.isfinite(r.score) else None for r in results]
+        return [r.score if math.isfinite(r.score) else self.fallback for r in results]

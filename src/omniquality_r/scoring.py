@@ -17,6 +17,7 @@ import glob
 import math
 import re
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from .console import progress as console_progress
 from .data.records import DataError, jsonl_objects, load_image
 from .inference import READOUTS, PromptSpec, score_items
 from .models.loading import load_model
+from .prompts import answer_counts, read_answer
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -59,6 +61,15 @@ def summarize(samples: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(ok), statistics.pstdev(ok)
 
 
+def invalid_error(responses: Sequence[str]) -> str:
+    """The error entry of an item none of whose sampled answers is a score: each distinct
+    reason (prompts.Answer.describe) with how many samples gave it."""
+    reasons = Counter(read_answer(r).describe() or "no read-out" for r in responses)
+    return "invalid answer: " + "; ".join(
+        f"{why}" + (f" (x{n} of {len(responses)})" if len(responses) > 1 else "")
+        for why, n in reasons.items())
+
+
 def reasoning_of(response: str) -> str:
     """The text inside <think></think>, or the whole response when there is none."""
     m = _THINK_RE.search(response)
@@ -67,8 +78,12 @@ def reasoning_of(response: str) -> str:
 
 @dataclass
 class ScoreResult:
-    """One (image, task): mean score over samples (0-5, NaN if no answer parsed) and its std,
-    the per-sample scores and raw responses, or `error` when the item could not be scored."""
+    """One (image, task): mean score over the samples with a valid answer (0-5) and its std,
+    the per-sample scores (NaN when invalid), raw responses, why each answer is invalid
+    (prompts.INVALID, "" when valid) and whether the repetition guard stopped it. `error`
+    says why there is no score: the item could not be scored (image, task, prompt), or no
+    sample gave a valid answer (`invalid answer: out_of_range: '2666' is outside [0, 5]`);
+    `score` is then NaN, never a number from outside the scale."""
 
     image: str
     task: str
@@ -77,6 +92,8 @@ class ScoreResult:
     std: float = math.nan
     samples: list[float] = field(default_factory=list)
     responses: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    looped: list[bool] = field(default_factory=list)
     error: str = ""
 
     @property
@@ -190,16 +207,20 @@ class QualityScorer:
         starts = range(0, len(jobs), batch_size)
         for start in console_progress(starts, desc="score" if progress else None, unit="batch"):
             batch = jobs[start : start + batch_size]
-            responses, scores = score_items(
+            out = score_items(
                 self.model, self.processor, [spec for _, spec in batch],
                 instructions=self.instructions, system_prompt=self.system_prompt,
                 generation=self.generation, readouts=(self.readout,),
             )  # fmt: skip
-            for (res, _), response, s in zip(batch, responses, scores[self.readout]):
-                res.responses.append(response)
-                res.samples.append(s)
+            for i, (res, _) in enumerate(batch):
+                res.responses.append(out.responses[i])
+                res.samples.append(out.scores[self.readout][i])
+                res.invalid.append(out.invalid[i])
+                res.looped.append(out.looped[i])
         for res, _ in jobs[::samples]:
             res.score, res.std = summarize(res.samples)
+            if not math.isfinite(res.score):
+                res.error = invalid_error(res.responses)
         return results
 
 
@@ -254,15 +275,22 @@ def write_scores_csv(results: Sequence[ScoreResult], path: str | Path) -> Path:
 
 
 def score_summary(results: Sequence[ScoreResult]) -> dict[str, dict]:
-    """Per task: n items, n errors, n without a parsed score, and mean/std of the scores."""
+    """Per task: n items, n that could not be scored (errors: image, task, prompt), n whose
+    answers were all invalid, per reason (prompts.INVALID) the invalid sampled answers, the
+    generations the repetition guard stopped, and mean/std of the scores."""
     summary = {}
     for task in dict.fromkeys(r.task for r in results):
         rows = [r for r in results if r.task == task]
         scored = [r.score for r in rows if math.isfinite(r.score)]
+        counts = answer_counts([x for r in rows for x in r.invalid],
+                               [x for r in rows for x in r.looped])  # fmt: skip
         summary[task] = {
             "n": len(rows),
-            "errors": sum(bool(r.error) for r in rows),
-            "unparsed": sum(not r.error and not math.isfinite(r.score) for r in rows),
+            "errors": sum(bool(r.error) and not r.responses for r in rows),
+            "invalid": sum(bool(r.responses) and not math.isfinite(r.score) for r in rows),
+            "invalid_answers": {k.removeprefix("invalid_"): v for k, v in counts.items()
+                                if k.startswith("invalid_")},
+            "looped": counts["looped"],
             "mean": statistics.fmean(scored) if scored else math.nan,
             "std": statistics.pstdev(scored) if scored else math.nan,
         }
@@ -270,7 +298,10 @@ def score_summary(results: Sequence[ScoreResult]) -> dict[str, dict]:
 
 
 def format_summary(summary: dict[str, dict]) -> str:
-    lines = [f"{'task':<12}{'n':>6}{'errors':>8}{'unparsed':>10}{'mean':>8}{'std':>8}"]
-    lines += [f"{t:<12}{s['n']:>6}{s['errors']:>8}{s['unparsed']:>10}{s['mean']:>8.3f}"
-              f"{s['std']:>8.3f}" for t, s in summary.items()]  # fmt: skip
+    lines = [f"{'task':<12}{'n':>6}{'errors':>8}{'invalid':>9}{'looped':>8}{'mean':>8}{'std':>8}"
+             "  invalid answers"]
+    for t, s in summary.items():
+        why = ", ".join(f"{k} {v}" for k, v in s["invalid_answers"].items() if v) or "-"
+        lines.append(f"{t:<12}{s['n']:>6}{s['errors']:>8}{s['invalid']:>9}{s['looped']:>8}"
+                     f"{s['mean']:>8.3f}{s['std']:>8.3f}  {why}")
     return "\n".join(lines)

@@ -33,12 +33,16 @@ def test_score_stage_writes_csv_and_summary(tmp_path, tiny_path):
     assert [(r["image"].rsplit("/", 1)[-1], r["task"]) for r in rows][:4] == [
         ("im0.png", "technical"), ("im0.png", "alignment"),
         ("im1.png", "technical"), ("im1.png", "alignment")]  # fmt: skip
-    errors = {(r["image"].rsplit("/", 1)[-1], r["task"]): r["error"] for r in rows if r["error"]}
+    # The untrained model's answers are invalid: each row says why, with no score.
+    invalid = [r for r in rows if r["error"].startswith("invalid answer: ")]
+    assert invalid and all(r["score"] == "nan" for r in invalid)
+    errors = {(r["image"].rsplit("/", 1)[-1], r["task"]): r["error"] for r in rows
+              if r["error"] and r not in invalid}  # fmt: skip
     assert set(errors) == {("im1.png", "alignment"), ("gone.png", "technical"),
                            ("gone.png", "alignment")}  # fmt: skip
     assert "gone.png" in errors["gone.png", "technical"]
     assert "needs a prompt" in errors["im1.png", "alignment"]
-    assert "unparsed" in proc.stdout and "alignment" in proc.stdout
+    assert "invalid answers" in proc.stdout and "alignment" in proc.stdout
 
     proc = run_app("stage=score", f"stage.images={tmp_path / 'nothing_here'}",
                    f"stage.checkpoint={tiny_path}",

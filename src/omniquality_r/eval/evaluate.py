@@ -19,7 +19,9 @@ from ..inference import PromptSpec, score_items
 from .metrics import format_table, grouped_metrics
 from .plots import scatter_plot
 
-PREDICTION_COLUMNS = ("id", "task", "dataset", "prompt", "mos", "response")
+# invalid: why the answer is not a score (prompts.INVALID; "" when valid); looped: the
+# repetition guard stopped the generation (inference.RepetitionStop).
+PREDICTION_COLUMNS = ("id", "task", "dataset", "prompt", "mos", "response", "invalid", "looped")
 
 
 def predict(
@@ -46,14 +48,15 @@ def predict(
         if not batch:
             continue
         items = [PromptSpec(im, r.task, r.prompt) for r, im in zip(batch, images)]
-        responses, scores = score_items(
+        out = score_items(
             model, processor, items, instructions=instructions, system_prompt=system_prompt,
             generation=generation, readouts=readouts,
         )  # fmt: skip
         for i, rec in enumerate(batch):
             row = {"id": rec.id, "task": rec.task, "dataset": rec.dataset, "prompt": rec.prompt,
-                   "mos": rec.mos, "response": responses[i]}  # fmt: skip
-            row.update({f"score_{r}": scores[r][i] for r in readouts})
+                   "mos": rec.mos, "response": out.responses[i], "invalid": out.invalid[i],
+                   "looped": out.looped[i]}  # fmt: skip
+            row.update({f"score_{r}": out.scores[r][i] for r in readouts})
             rows.append(row)
     model.train(was_training)
     return rows, skipped
@@ -65,6 +68,8 @@ def metric_rows(rows: Sequence[dict], readout: str) -> list[dict]:
         [r["mos"] for r in rows],
         [r["task"] for r in rows],
         [r["dataset"] for r in rows],
+        invalid=[r["invalid"] for r in rows],
+        looped=[r["looped"] for r in rows],
     )
 
 

@@ -21,6 +21,8 @@ from numpy.typing import ArrayLike
 from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.stats import kendalltau, rankdata
 
+from ..prompts import INVALID, answer_counts
+
 MIN_PAIRS = 3
 POOLED = "all"  # dataset label of the per-task pooled row in grouped_metrics
 _FLOAT_KEYS = ("parse_rate", "srcc", "plcc", "plcc_logistic", "krcc", "rmse")
@@ -169,9 +171,15 @@ def quality_metrics(pred: ArrayLike, mos: ArrayLike) -> dict[str, float | int]:
 
 
 def grouped_metrics(
-    pred: ArrayLike, mos: ArrayLike, task: Sequence[str], dataset: Sequence[str]
+    pred: ArrayLike,
+    mos: ArrayLike,
+    task: Sequence[str],
+    dataset: Sequence[str],
+    invalid: Sequence[str] | None = None,
+    looped: Sequence[bool] | None = None,
 ) -> list[dict[str, str | float | int]]:
-    """quality_metrics per (task, dataset), then per task pooled over its datasets.
+    """quality_metrics per (task, dataset), then per task pooled over its datasets; with
+    `invalid` (each answer's reason, "" when valid) and `looped`, their answer_counts too.
 
     Parallel sequences in, a flat list of dicts {task, dataset, **quality_metrics} out: tasks
     and datasets sorted by name, each task's rows followed by its pooled row (dataset POOLED).
@@ -182,28 +190,40 @@ def grouped_metrics(
     datasets = np.asarray(dataset, dtype=str)
     if not x.shape == y.shape == tasks.shape == datasets.shape or x.ndim != 1:
         raise ValueError("pred, mos, task and dataset must be 1-D of equal length")
+    reasons = None if invalid is None else np.asarray(invalid, dtype=object)
+    stopped = np.zeros(x.shape, dtype=bool) if looped is None else np.asarray(looped, dtype=bool)
+    if reasons is not None and not reasons.shape == stopped.shape == x.shape:
+        raise ValueError("invalid and looped must have one entry per prediction")
+
+    def row(t: str, d: str, sel: np.ndarray) -> dict:
+        counts = {} if reasons is None else answer_counts(reasons[sel], stopped[sel])
+        return {"task": t, "dataset": d, **quality_metrics(x[sel], y[sel]), **counts}
+
     rows: list[dict[str, str | float | int]] = []
     for t in sorted(set(tasks.tolist())):
         in_task = tasks == t
         for d in sorted(set(datasets[in_task].tolist())):
-            sel = in_task & (datasets == d)
-            rows.append({"task": t, "dataset": d, **quality_metrics(x[sel], y[sel])})
-        rows.append({"task": t, "dataset": POOLED, **quality_metrics(x[in_task], y[in_task])})
+            rows.append(row(t, d, in_task & (datasets == d)))
+        rows.append(row(t, POOLED, in_task))
     return rows
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """Fixed-width text table: task, dataset, n, parse, SRCC, PLCC, PLCC-fit, KRCC, RMSE.
+    """Fixed-width text table: task, dataset, n, parse, SRCC, PLCC, PLCC-fit, KRCC, RMSE, and
+    with answer_counts the invalid answers by reason and the looped generations.
 
     Rows are dicts as returned by grouped_metrics (task/dataset may be absent); floats to 3
     decimals, NaN printed as "nan".
     """
+    counted = bool(rows) and all("invalid" in r for r in rows)
+    headers = (*_HEADERS, "invalid (why)", "looped") if counted else _HEADERS
     body = [
         [str(r.get("task", "")), str(r.get("dataset", "")), str(r["n"])]
         + [f"{float(r[k]):.3f}" for k in _FLOAT_KEYS]
+        + ([_why(r), str(r["looped"])] if counted else [])
         for r in rows
     ]
-    widths = [max(len(c) for c in col) for col in zip(_HEADERS, *body)]
+    widths = [max(len(c) for c in col) for col in zip(headers, *body)]
 
     def line(cells: Sequence[str]) -> str:
         left = [c.ljust(w) for c, w in zip(cells[:2], widths[:2])]
@@ -211,4 +231,10 @@ def format_table(rows: Sequence[dict]) -> str:
         return "  ".join(left + right).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(_HEADERS), rule, *(line(cells) for cells in body)])
+    return "\n".join([line(headers), rule, *(line(cells) for cells in body)])
+
+
+def _why(row: dict) -> str:
+    """`31 (no_answer 30, out_of_range 1)`, or `0`."""
+    parts = [f"{r} {row[f'invalid_{r}']}" for r in INVALID if row[f"invalid_{r}"]]
+    return f"{row['invalid']} ({', '.join(parts)})" if parts else "0"
