@@ -39,7 +39,7 @@ from omniquality_r.models.loading import load_model, set_vision_trainable
 from omniquality_r.models.shared_prefix import image_features
 from omniquality_r.modules.sft import BATCH_INFO, sft_loss
 from omniquality_r.perception.tower import vision_tokens
-from omniquality_r.rl.rollout import completion_logits, expand_rows, generate_groups
+from omniquality_r.rl.rollout import completion_logits, expand_rows, generate_groups, group_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 P, G, NEW_TOKENS = 4, 8, 48
@@ -108,7 +108,7 @@ def main() -> None:
                "max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}  # fmt: skip
         ids = generate_groups(model, processor, prompts, feats, G, gen)
     mask = completion_mask(ids, processor.tokenizer.eos_token_id)
-    rows_in = expand_rows(prompts, G)
+    rows_in = expand_rows(prompts, group_rows(P, G))
     copies = {"image": BaseModelOutputWithPooling(pooler_output=tuple(f for f in feats
                                                                         for _ in range(G)))}
     model.train()
@@ -122,7 +122,7 @@ def main() -> None:
               logits_to_keep=ids.shape[1] + 1).logits.sum().backward()  # fmt: skip
 
     def shared_loss():
-        completion_logits(model, prompts, feats, G, ids, mask).sum().backward()
+        completion_logits(model, prompts, feats, group_rows(P, G), ids, mask).sum().backward()
 
     results.append((f"GRPO loss pass fwd+bwd, {P} x {G} x {ids.shape[1]}", "G copies",
                     median_s(copies_loss, args.repeats)))  # fmt: skip

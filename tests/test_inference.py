@@ -63,22 +63,34 @@ def test_expectation_readout_weights_digit_probabilities(tiny_model):
     completion = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
     scores = read_scores(texts, "expectation", model=model, processor=processor, inputs=inputs,
                          completion_ids=completion)  # fmt: skip
-    # Peer computation on the first row: softmax over the digits at each digit's position.
-    mask = torch.cat([inputs["attention_mask"][:1], torch.ones(1, len(rows[0]))], 1).long()
-    mm = torch.cat([inputs["mm_token_type_ids"][:1], torch.zeros(1, len(rows[0]))], 1).long()
-    n_patches = int(inputs["image_grid_thw"][0].prod())
-    with torch.no_grad():
-        logits = model(input_ids=torch.cat([inputs["input_ids"][:1], torch.tensor([rows[0]])], 1),
-                       attention_mask=mask, mm_token_type_ids=mm,
-                       pixel_values=inputs["pixel_values"][:n_patches],
-                       image_grid_thw=inputs["image_grid_thw"][:1]).logits[0]  # fmt: skip
+    # Peer computation on the first row: plain forward passes (no shared prefix) of the prompt,
+    # the reasoning and each branch d0 . d1, then the sum over all 600 digit triples of
+    # p(d0) p(d1 | d0) p(d2 | d0, d1) (d0 + d1 / 10 + d2 / 100).
     digits = [tok.convert_tokens_to_ids(str(d)) for d in range(10)]
-    prompt_len = inputs["input_ids"].shape[1]
-    positions = [i for i, t in enumerate(rows[0]) if t in digits[3:4] + digits[4:5] + digits[7:8]]
+    first = rows[0].index(digits[3])
+    context, dot = rows[0][:first], rows[0][first + 1]
+    n_patches = int(inputs["image_grid_thw"][0].prod())
+    prompt = inputs["input_ids"][:1][inputs["attention_mask"][:1].bool()].tolist()
+
+    def next_digit_probs(branch: list[int]) -> torch.Tensor:
+        ids = torch.tensor([prompt + context + branch])
+        mm = torch.zeros_like(ids)
+        mm[0, : len(prompt)] = inputs["mm_token_type_ids"][0][inputs["attention_mask"][0].bool()]
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=mm,
+                           pixel_values=inputs["pixel_values"][:n_patches],
+                           image_grid_thw=inputs["image_grid_thw"][:1]).logits[0, -1]  # fmt: skip
+        return logits[digits].softmax(-1)
+
+    p0 = next_digit_probs([])[:6]
+    p0 = p0 / p0.sum()
     expected = 0.0
-    for place, (pos, n) in enumerate(zip(positions, (6, 10, 10))):
-        p = logits[prompt_len + pos - 1, digits[:n]].softmax(-1)
-        expected += float((p * torch.arange(n)).sum()) / 10**place
+    for d0 in range(6):
+        p1 = next_digit_probs([digits[d0], dot])
+        for d1 in range(10):
+            p2 = next_digit_probs([digits[d0], dot, digits[d1]])
+            for d2 in range(10):
+                expected += float(p0[d0] * p1[d1] * p2[d2]) * (d0 + d1 / 10 + d2 / 100)
     assert scores[0] == pytest.approx(expected, abs=1e-4)
     assert 0.0 <= scores[0] <= 5.0
     assert math.isnan(scores[1])

@@ -36,14 +36,16 @@ def run_sweep(*overrides: str) -> None:
 
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory) -> Path:
-    """<tmp>/sweeps/eval: stage=eval over seed=0,1; <tmp>/sweeps/grpo: one GRPO job, 2 steps."""
+    """<tmp>/sweeps/eval: stage=eval over seed=0,1; <tmp>/sweeps/grpo: one GRPO job, 2 rollouts
+    of 2 optimiser steps each."""
     tmp = tmp_path_factory.mktemp("analysis")
     common = ["data.sources.synthetic.n_per_task=20", "decoding.max_new_tokens=8",
               f"paths.cache={tmp / 'cache'}"]  # fmt: skip
     run_sweep("stage=eval", "experiment=tiny_smoke", "seed=0,1", "stage.max_per_task=3", *common,
               f"hydra.sweep.dir={tmp / 'sweeps' / 'eval'}")  # fmt: skip
-    run_sweep("stage=grpo", "stage.max_steps=2", "stage.episodes=1", "stage.val_per_task=1",
+    run_sweep("stage=grpo", "stage.max_rollouts=2", "stage.episodes=1", "stage.val_per_task=1",
               "stage.sample_log_every=1", "algo.group_size=2", "algo.prompts_per_step=2",
+              "algo.train_batch_size=2",
               "algo.generation.max_new_tokens=8", "algo.gate.enabled=true", *common,
               f"hydra.sweep.dir={tmp / 'sweeps' / 'grpo'}")  # fmt: skip
     return tmp / "sweeps"
@@ -108,14 +110,16 @@ def test_collect_runs_and_ablation_table(sweeps):
 def test_training_curves_and_samples(sweeps):
     curves = training_curves(sweeps)
     grpo = curves[curves.job == "grpo/0"]
-    assert {"train/reward/total", "train/gate/kept_frac", "train/filter/dropped_frac"} <= set(
-        grpo.metric)  # fmt: skip
-    assert sorted(grpo[grpo.metric == "train/reward/total"].step) == [0, 1]
+    assert {"train/reward/total", "train/gate/kept_frac", "train/filter/dropped_frac",
+            "train/policy/clip_frac"} <= set(grpo.metric)  # fmt: skip
+    assert sorted(grpo[grpo.metric == "train/reward/total"].step) == [0, 1]  # per rollout
+    steps = grpo[grpo.metric == "train/optimizer_step"].sort_values("step").value
+    assert steps.tolist() == [2, 4]
     assert set(grpo.log) == {"logs/version_0"}
     assert curves[curves.job == "eval/0"].metric.str.startswith("test/").all()
     samples = load_samples(sweeps / "grpo" / "0")
-    assert len(samples) == 2 * 2 * 2  # steps x prompts x group
-    assert {"step", "id", "task", "mos", "completion", "reward", "advantage"} <= set(samples)
+    assert len(samples) == 2 * 2 * 2  # rollouts x prompts x group
+    assert {"rollout", "id", "task", "mos", "completion", "reward", "advantage"} <= set(samples)
     assert samples.image.map(lambda p: Path(p).is_file()).all()
     assert load_samples(sweeps / "eval" / "0").empty
 

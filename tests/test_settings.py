@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from omniquality_r.modules.optim import optimizer_with_schedule
 from omniquality_r.settings import ConfigError, settings_from
 from omniquality_r.stages.common import optimizer_factories
-from omniquality_r.stages.grpo import grpo_settings
+from omniquality_r.stages.grpo import grpo_settings, reference_model, rollout_budget
 
 
 @dataclass
@@ -55,9 +55,10 @@ def test_every_algo_config_builds_grpo_settings_and_its_optimiser(name):
     """Each composed conf/algo choice maps onto GRPOSettings with no key left over, and its
     optim node builds the optimiser and schedule."""
     cfg = composed(["stage=grpo", f"algo={name}"])
-    s = grpo_settings(cfg, total_steps=10)
+    s = grpo_settings(cfg, total_steps=10, max_rollouts=5)
     assert s.group_size >= 2 and s.kl.type in ("k1", "k3", "none")
-    assert s.generation["max_new_tokens"] > 0
+    assert s.generation["max_new_tokens"] > 0 and s.generation["repetition_penalty"] == 1.0
+    assert s.train_batch_size % s.group_size == 0 and cfg.algo.kl.reference == "sft"
     params = torch.nn.Linear(2, 2).parameters()
     optim = optimizer_with_schedule(params, **optimizer_factories(cfg.algo.optim), total_steps=10)
     assert optim["optimizer"].defaults["lr"] == cfg.algo.optim.optimizer.lr > 0
@@ -68,3 +69,53 @@ def test_the_tiny_rl_experiments_are_the_pipelines_grpo_steps(stage):
     """experiment=tiny_rl_stage<n> (stage=grpo alone) trains with the pipeline's algo<n>."""
     pipeline = composed([]).stage[f"algo{stage}"]
     assert composed([f"experiment=tiny_rl_stage{stage}"]).algo == pipeline
+
+
+def test_the_7b_experiments_are_the_authors_recipe():
+    """64 prompts x 16 per rollout over 8 GPUs, 64 samples per optimiser step: 16 steps per
+    rollout; episodes 2 / 8, lr 1e-6 / 1e-7; stage 2 must name the SFT model (KL reference)."""
+    one = composed(["experiment=omniquality_r_7b_rl_stage1", "init_from=/sft"])
+    two = composed(["experiment=omniquality_r_7b_rl_stage2", "init_from=/stage1",
+                    "stage.sft_checkpoint=/sft"])  # fmt: skip
+    for cfg, episodes, lr in ((one, 2, 1e-6), (two, 8, 1e-7)):
+        a = cfg.algo
+        assert (a.prompts_per_step, a.group_size, a.train_batch_size) == (64, 16, 64)
+        assert cfg.stage.episodes == episodes and a.optim.optimizer.lr == lr
+        assert cfg.trainer.devices == 8 and a.kl.reference == "sft"
+        budget = rollout_budget(cfg, n_train=6400, world_size=8)
+        assert budget == {"per_episode": 100, "rollouts": 100 * episodes,
+                          "steps_per_rollout": 16, "total_steps": 1600 * episodes}  # fmt: skip
+    assert one.stage.sft_checkpoint == "/sft"  # stage 1 starts from the SFT model
+    for name in ("omniquality_r_7b_rl_stage2", "tiny_rl_stage2"):
+        unnamed = composed([f"experiment={name}", "init_from=/stage1"])
+        with pytest.raises(ConfigError, match=r"stage\.sft_checkpoint is not set"):
+            reference_model(unnamed, torch.nn.Linear(2, 2))
+
+
+def test_the_tiny_recipe_takes_several_optimiser_steps_per_rollout():
+    cfg = composed([])
+    for algo in (cfg.stage.algo1, cfg.stage.algo2):
+        assert algo.prompts_per_step * algo.group_size // algo.train_batch_size == 2
+
+
+@pytest.mark.parametrize("overrides, culprit", [
+    (["algo.prompts_per_step=6"], "algo.prompts_per_step=6 does not split over 4 ranks"),
+    (["algo.train_batch_size=66"], "algo.train_batch_size=66 does not split over 4 ranks"),
+])  # fmt: skip
+def test_rollout_budget_names_a_batch_that_does_not_split(overrides, culprit):
+    with pytest.raises(ConfigError, match=re.escape(culprit)):
+        rollout_budget(composed(["stage=grpo", *overrides]), n_train=100, world_size=4)
+
+
+def test_kl_reference_choices():
+    policy = torch.nn.Linear(2, 2)
+    cfg = composed(["stage=grpo", "algo.kl.reference=init"])
+    ref = reference_model(cfg, policy)
+    assert ref is not policy and not ref.training
+    assert not any(p.requires_grad for p in ref.parameters())
+    assert reference_model(composed(["stage=grpo", "algo.kl.type=none"]), policy) is None
+    with pytest.raises(ConfigError, match=re.escape("algo.kl.reference='base'")):
+        reference_model(composed(["stage=grpo", "algo.kl.reference=base"]), policy)
+    lora = composed(["stage=grpo", "lora=r16", "init_from=/stage1", "stage.sft_checkpoint=/sft"])
+    with pytest.raises(ConfigError, match="with LoRA the KL reference"):
+        reference_model(lora, policy)

@@ -222,7 +222,7 @@ def load_predictions(run: str | Path, report: str = ".") -> pd.DataFrame:
 
 
 def load_samples(run: str | Path) -> pd.DataFrame:
-    """A GRPO job's grpo_samples.jsonl (step, id, task, mos, completion, reward, format,
+    """A GRPO job's grpo_samples.jsonl (rollout, id, task, mos, completion, reward, format,
     accuracy, advantage), with each record's `image` path; empty when it has none."""
     path = Path(run) / "grpo_samples.jsonl"
     if not path.is_file():

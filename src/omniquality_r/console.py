@@ -80,16 +80,24 @@ def progress(iterable: Iterable, desc: str | None, total: int | None = None,
 
 class ProgressLines(L.Callback):
     """Lightning's progress as plain lines (for logs in files): optimiser steps done of
-    max_steps, with the latest values of the metrics shown in the bar."""
+    max_steps, or a GRPO module's rollouts of its max_rollouts, with the latest values of the
+    metrics shown in the bar."""
 
     def __init__(self, desc: str, every_s: float = PROGRESS_EVERY_S):
         self.desc, self.every_s = desc, every_s
         self._lines: _Lines | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
+        if hasattr(pl_module, "rollouts"):
+            self._lines = _Lines(f"{self.desc} (rollouts)", pl_module.s.max_rollouts, self.every_s)
+            return
         total = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches
         total = int(total) if total != float("inf") else None
         self._lines = _Lines(f"{self.desc} (optimiser steps)", total, self.every_s)
+
+    @staticmethod
+    def _done(trainer, pl_module) -> int:
+        return getattr(pl_module, "rollouts", trainer.global_step)
 
     def _extra(self, trainer) -> str:
         shown = trainer.progress_bar_metrics
@@ -97,8 +105,8 @@ class ProgressLines(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.is_global_zero and self._lines:
-            self._lines.update(trainer.global_step, self._extra(trainer))
+            self._lines.update(self._done(trainer, pl_module), self._extra(trainer))
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and self._lines:
-            self._lines.update(trainer.global_step, self._extra(trainer), final=True)
+            self._lines.update(self._done(trainer, pl_module), self._extra(trainer), final=True)

@@ -6,14 +6,15 @@ path for one batch (eval and the scoring API), returning a ScoredBatch.
 
 Read-outs (`read_scores`):
   greedy       the float parsed from the generated `<answer>` text (the paper's way).
-  expectation  a probability-weighted read of the answer's digits, as Q-Align reads
-               its level tokens: s = E[d0] + E[d1] / 10 + E[d2] / 100, where d0 is the
-               answer's first digit (distribution renormalised over 0-5) and d1, d2
-               the two decimals (over 0-9), each taken from the policy's next-token
-               distribution at that position of the generated sequence (one
-               teacher-forced forward pass), clipped to prompts.SCORE_RANGE (a first
-               digit 5 with decimals is not a score). NaN when the answer is not `d.dd`
-               or is invalid (prompts.read_answer), as for greedy.
+  expectation  the expected score over the joint distribution of the answer's digits
+               after the generated reasoning, as Q-Align reads its level tokens:
+               E[s] = sum_d0 p(d0) (d0 + sum_d1 p(d1|d0) (d1/10 + E[d2|d0,d1]/100)),
+               d0 renormalised over 0-5 and the decimals over 0-9, each distribution the
+               policy's next-token one after `<answer>` (the generated reasoning and the
+               branch's digits so far as context: 60 branches `d0 . d1` per answer, sharing
+               the prompt and reasoning's pass), clipped to prompts.SCORE_RANGE (a 5 with
+               decimals is not a score). NaN when the answer is not `d.dd` in one token
+               per character or is invalid (prompts.read_answer), as for greedy.
 Generation in eval and scoring stops a looping answer early (RepetitionStop, the decoding
 config's `repetition_stop`); each batch reports which answers it stopped.
 """
@@ -29,9 +30,11 @@ import torch
 from PIL import Image
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from .decoding import generation_kwargs
+from .models.loading import base_model
 from .models.shared_prefix import image_features
 from .prompts import SCORE_RANGE, build_messages, parse_answer, read_answer
-from .rl.rollout import completion_logits
+from .rl.rollout import completion_logits, group_rows, select_prompts
 
 READOUTS = ("greedy", "expectation")
 _DIGITS_RE = re.compile(r"\d\.\d\d")
@@ -93,11 +96,14 @@ class RepetitionStop(StoppingCriteria):
 @torch.no_grad()
 def generate(model, processor, inputs: dict, generation: dict,
              stopping: Sequence[StoppingCriteria] = ()) -> torch.Tensor:  # fmt: skip
-    """Generate completions (KV cache on); returns the new token ids, right-padded with pad."""
+    """Generate completions (KV cache on) with `generation` made explicit (decoding.py, so a
+    checkpoint's generation_config.json changes nothing); returns the new token ids,
+    right-padded with pad."""
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
     tok = processor.tokenizer
     extra = {"stopping_criteria": StoppingCriteriaList(stopping)} if stopping else {}
-    out = model.generate(**inputs, **generation, **extra, pad_token_id=tok.pad_token_id,
+    out = model.generate(**inputs, **generation_kwargs(generation), **extra,
+                         pad_token_id=tok.pad_token_id,
                          eos_token_id=tok.eos_token_id)  # fmt: skip
     return out[:, inputs["input_ids"].shape[1] :]
 
@@ -141,32 +147,71 @@ def _answer_digit_positions(tokenizer, ids: list[int]) -> list[int] | None:
 
 @torch.no_grad()
 def expectation_scores(model, processor, inputs: dict, completion_ids: torch.Tensor) -> list[float]:
-    """The `expectation` read-out (module docstring) from one teacher-forced pass."""
+    """The `expectation` read-out (module docstring): for each answer `d.dd`, the prompt and
+    the completion up to `<answer>` as one prefix, run once, continued by the 60 branches
+    `d0 . d1 x` (d0 in 0-5, d1 in 0-9) whose logits give p(d0), p(d1|d0) and p(d2|d0,d1)."""
     tok = processor.tokenizer
-    digit_ids = torch.tensor([tok.convert_tokens_to_ids(str(d)) for d in range(10)])
-    inputs = {k: v.to(model.device) for k, v in inputs.items()}
-    completion_ids = completion_ids.to(model.device)
+    digits = torch.tensor([tok.convert_tokens_to_ids(str(d)) for d in range(10)])
     mask = completion_mask(completion_ids, tok.eos_token_id)
-    logits = completion_logits(model, inputs, image_features(model, inputs), 1, completion_ids,
-                               mask)  # fmt: skip
-    probs = logits.float().softmax(-1)[..., digit_ids.to(model.device)]
-    scores = []
+    scores = [math.nan] * completion_ids.shape[0]
+    answers = []  # (row, the completion before the first digit, the "." token)
     for b in range(completion_ids.shape[0]):
-        n = int(mask[b].sum())
-        pos = _answer_digit_positions(tok, completion_ids[b, :n].tolist())
-        if pos is None:
-            scores.append(math.nan)
-            continue
-        first = probs[b, pos[0], :6] / probs[b, pos[0], :6].sum()
-        tenths, hundredths = (probs[b, p] / probs[b, p].sum() for p in pos[1:])
-        weights = torch.arange(10, device=probs.device, dtype=probs.dtype)
-        value = (
-            (first * weights[:6]).sum()
-            + (tenths * weights).sum() / 10
-            + (hundredths * weights).sum() / 100
-        )
-        scores.append(min(float(value), SCORE_RANGE[1]))
+        ids = completion_ids[b, : int(mask[b].sum())].tolist()
+        pos = _answer_digit_positions(tok, ids)
+        if pos is not None and pos[1] == pos[0] + 2:  # "." is one token
+            answers.append((b, ids[: pos[0]], ids[pos[0] + 1]))
+    vocab = base_model(model).lm_head.out_features
+    chunk = max(1, 2**25 // (len(BRANCHES) * 4 * vocab))  # bound the [rows, 4, V] logits
+    for at in range(0, len(answers), chunk):
+        part = answers[at : at + chunk]
+        prefix = _prompts_with_reasoning(inputs, [(b, ids) for b, ids, _ in part], tok)
+        prefix = {k: v.to(model.device) for k, v in prefix.items()}
+        branches = torch.tensor([[digits[d0], dot, digits[d1], digits[0]]
+                                 for _, _, dot in part for d0, d1 in BRANCHES])  # fmt: skip
+        branches = branches.to(model.device)
+        logits = completion_logits(model, prefix, image_features(model, prefix),
+                                   group_rows(len(part), len(BRANCHES)), branches,
+                                   torch.ones_like(branches))  # fmt: skip
+        p = logits.float().softmax(-1)[..., digits.to(model.device)]
+        p = (p / p.sum(-1, keepdim=True)).view(len(part), 6, 10, 4, 10)
+        w = torch.arange(10, device=p.device, dtype=p.dtype)
+        p0 = p[:, 0, 0, 0, :6] / p[:, 0, 0, 0, :6].sum(-1, keepdim=True)  # p(d0)
+        p1 = p[:, :, 0, 2, :]  # p(d1 | d0), [n, 6, 10]
+        e2 = (p[:, :, :, 3, :] * w).sum(-1)  # E[d2 | d0, d1], [n, 6, 10]
+        value = (p0 * (w[:6] + (p1 * (w / 10 + e2 / 100)).sum(-1))).sum(-1)
+        for (b, _, _), v in zip(part, value.tolist()):
+            scores[b] = min(v, SCORE_RANGE[1])
     return scores
+
+
+BRANCHES = [(d0, d1) for d0 in range(6) for d1 in range(10)]
+
+
+def _prompts_with_reasoning(inputs: dict, rows: list[tuple[int, list[int]]], tok) -> dict:
+    """Prompt rows `b` of `inputs` each extended by its completion tokens, left-padded again
+    to one width (images and grids as the rows')."""
+    inputs = {k: v.cpu() for k, v in inputs.items()}
+    picked = select_prompts(inputs, [b for b, _ in rows])
+    seqs, types = [], []
+    for b, extra in rows:
+        keep = inputs["attention_mask"][b].bool()
+        seqs.append(torch.cat([inputs["input_ids"][b][keep], torch.tensor(extra).long()]))
+        if "mm_token_type_ids" in inputs:
+            types.append(torch.cat([inputs["mm_token_type_ids"][b][keep],
+                                    torch.zeros(len(extra), dtype=torch.long)]))  # fmt: skip
+    width = max(len(s) for s in seqs)
+
+    def left(rows: list[torch.Tensor], value: int) -> torch.Tensor:
+        return torch.stack([torch.nn.functional.pad(r, (width - len(r), 0), value=value)
+                            for r in rows])  # fmt: skip
+
+    out = {"input_ids": left(seqs, tok.pad_token_id),
+           "attention_mask": left([torch.ones_like(s) for s in seqs], 0),
+           "image_grid_thw": picked["image_grid_thw"],
+           "pixel_values": picked["pixel_values"]}  # fmt: skip
+    if types:
+        out["mm_token_type_ids"] = left(types, 0)
+    return out
 
 
 def read_scores(

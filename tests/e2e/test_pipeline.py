@@ -28,7 +28,7 @@ def test_pipeline_runs_every_step_then_skips_them(tmp_path):
         "data.sources.synthetic.n_per_task=24", "stage.eval.max_per_task=3",
         "stage.cot.k=2", "stage.sft.max_steps=2", "stage.sft.micro_batch=4",
         "stage.sft.global_batch=4", "stage.sft.val.max_per_task=1",
-        "stage.grpo1.max_steps=1", "stage.grpo2.max_steps=1", "stage.grpo1.val_per_task=1",
+        "stage.grpo1.max_rollouts=1", "stage.grpo2.max_rollouts=1", "stage.grpo1.val_per_task=1",
         "stage.grpo2.val_per_task=1", "stage.algo1.prompts_per_step=2",
         "stage.algo2.prompts_per_step=2", "stage.algo1.group_size=2", "stage.algo2.group_size=2",
         "stage.algo1.generation.max_new_tokens=8", "stage.algo2.generation.max_new_tokens=8",

@@ -107,7 +107,7 @@ def test_trainer_callbacks_and_optimiser_are_target_nodes_in_the_job_config():
                          capture_output=True, text=True, check=True).stdout
     cfg = OmegaConf.create(job)
     assert cfg.trainer._target_ == TRAINER
-    assert cfg.callbacks.checkpoint._target_ == "lightning.pytorch.callbacks.ModelCheckpoint"
+    assert cfg.callbacks.checkpoint._target_ == "omniquality_r.modules.checkpoint.LastCheckpoint"
     for node in (cfg.stage.sft.optim, cfg.stage.algo1.optim, cfg.stage.algo2.optim):
         assert node.optimizer._target_ == "torch.optim.AdamW" and node.optimizer._partial_
         assert node.scheduler._target_.endswith("modules.optim.warmup_cosine_schedule")
@@ -224,7 +224,7 @@ def test_slurm_sweep_and_a_requeued_job_resumes(tmp_path, common):
     cmd = [sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=slurm",
            "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
            "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=15", *GRPO, *common,
-           "stage.max_steps=4", "algo.prompts_per_step=2", "seed=0,1",
+           "stage.max_rollouts=4", "algo.prompts_per_step=2", "seed=0,1",
            f"hydra.sweep.dir={sweep}"]  # fmt: skip
     launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)  # fmt: skip
@@ -249,7 +249,7 @@ def test_slurm_sweep_and_a_requeued_job_resumes(tmp_path, common):
     finally:
         launcher.kill()
     assert launcher.returncode == 0, stderr[-3000:]
-    assert [s["metrics"]["steps"] for s in job_summaries(sweep)] == [4, 4]
+    assert [s["metrics"]["rollouts"] for s in job_summaries(sweep)] == [4, 4]
     assert logged_steps(sweep / "1") == [[0, 1, 2, 3]]  # job 1 ran once
     before, after = logged_steps(job)  # job 0: interrupted, then resumed where it stopped
     # The CSV logger may not have flushed its last rows when the signal came, so `before` can

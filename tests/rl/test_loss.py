@@ -71,7 +71,8 @@ def test_policy_loss_stats_hand_values():
     _, stats = policy_loss(RATIOS.log(), torch.zeros(2, 4), ADV, FULL)
     # clip_low: r < 0.8 with A < 0 -> row 1 t2 -> 1/8; clip_high: r > 1.2 with A > 0 -> row 0
     # t1, t3 -> 2/8; capped: r > 3 with A < 0 -> row 1 t3 -> 1/8; mean r = 2*(1+1.5+0.5+4)/8
-    expected = {"clip_low": 1 / 8, "clip_high": 2 / 8, "capped": 1 / 8, "ratio_mean": 1.75}
+    expected = {"clip_low": 1 / 8, "clip_high": 2 / 8, "clip_frac": 3 / 8, "capped": 1 / 8,
+                "ratio_mean": 1.75}
     assert stats.keys() == expected.keys()
     for key, value in expected.items():
         torch.testing.assert_close(stats[key], torch.tensor(value))
@@ -162,3 +163,4 @@ def test_policy_loss_matches_trl(loss_type, aggregation, beta):
     torch.testing.assert_close(loss, expected)
     assert stats["clip_low"].item() == pytest.approx(metrics["clip_ratio/low_mean"][0])
     assert stats["clip_high"].item() == pytest.approx(metrics["clip_ratio/high_mean"][0])
+    assert stats["clip_frac"].item() == pytest.approx(metrics["clip_ratio/region_mean"][0])

@@ -11,6 +11,7 @@ from omniquality_r.rl.rollout import (
     completion_logits,
     expand_rows,
     generate_groups,
+    group_rows,
     select_prompts,
     token_logprobs,
 )
@@ -57,9 +58,9 @@ def test_loss_pass_logprobs_equal_a_plain_forward_on_g_copies(tiny_model, batch)
     ids[1, 5:] = tok.eos_token_id
     mask = completion_mask(ids, tok.eos_token_id)
     with torch.no_grad():
-        ours = token_logprobs(completion_logits(model, batch, image_features(model, batch), G,
-                                                ids, mask), ids)  # fmt: skip
-        rows = expand_rows(batch, G)
+        ours = token_logprobs(completion_logits(model, batch, image_features(model, batch),
+                                                group_rows(2, G), ids, mask), ids)  # fmt: skip
+        rows = expand_rows(batch, group_rows(2, G))
         full = model(
             input_ids=torch.cat([rows["input_ids"], ids], 1),
             attention_mask=torch.cat([rows["attention_mask"], mask], 1),

@@ -1,25 +1,35 @@
 """Hand-written GRPO as a LightningModule with manual optimisation.
 
-One training step (METHOD.md steps 3-4):
-  1. take P prompts, encode each image once, sample G completions per prompt;
+One training step is one rollout (METHOD.md steps 3-4):
+  1. take P prompts, encode each image once, sample G completions per prompt (torch's RNG
+     seeded from (seed, rank, rollout index), so a resumed run samples what it would have);
   2. rewards (format + accuracy) per completion; STD filter on the accuracy rewards
      drops groups without signal (optional refill with fresh prompts, bounded tries);
-  3. group-relative advantages; k1 KL as a per-token reward penalty (authors) or
-     k3 KL as a loss term (TRL) against a frozen reference;
-  4. `num_iterations` passes of micro-batches (whole groups): PPO-clip loss on the
-     tokens kept by the entropy gate, old log-probs recorded at generation;
-     one optimiser step per pass.
+  3. group-relative advantages; a behaviour pass (policy in eval mode, no grad) records the
+     old log-probs, the entropy gate's token mask and the reference log-probs once;
+     k1 KL as a per-token reward penalty (authors) or k3 KL as a loss term (TRL);
+  4. `num_iterations` passes over the rollout, each cut into mini-batches of
+     `train_batch_size` samples (groups in a shuffled order, rl/minibatch.py): one optimiser
+     step (clip, AdamW, schedule) per mini-batch, so from the second step on the importance
+     ratio differs from 1 and the PPO clip and ratio cap act; micro-batches bound memory.
+Counters: `rollouts` (training steps: episodes, max_rollouts, validation, checkpoints, and
+the x-axis of every train/ metric, which Lightning logs per batch) and Lightning's
+`global_step` (optimiser steps: the learning-rate schedule; logged as train/optimizer_step).
 The math lives in rl/*.py and rewards.py; this module only orchestrates and logs.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
+import torch.nn.functional as F
 from peft import PeftModel
 
 from ..data.records import Record, load_readable
@@ -33,6 +43,7 @@ from ..rl.advantage import group_advantages, kl_penalized_advantages
 from ..rl.filter import std_filter
 from ..rl.gate import entropy_gate, token_entropy
 from ..rl.loss import aggregate, kl_k1, kl_k3, masked_mean, policy_loss
+from ..rl.minibatch import batch_share, mini_batches
 from ..rl.rollout import (
     completion_logits,
     generate_groups,
@@ -76,10 +87,12 @@ class GateSettings:
 class GRPOSettings:
     """The `algo` config group as plain values (conf/algo/grpo.yaml documents each; built by
     settings.settings_from, so a key here is a key there), plus what the stage adds:
-    `val_generation` (decoding), `total_steps`, `sample_log_every`."""
+    `val_generation` (decoding), `total_steps` (optimiser steps, for the schedule),
+    `max_rollouts`, `seed`, `sample_log_every`."""
 
     group_size: int = 8
-    prompts_per_step: int = 64  # read by the stage's DataLoader
+    prompts_per_step: int = 64  # global, read by the stage's prompt batches
+    train_batch_size: int = 64  # global samples per optimiser step
     micro_batch_prompts: int = 2
     num_iterations: int = 1
     grad_clip: float = 1.0
@@ -94,6 +107,8 @@ class GRPOSettings:
     generation: dict = field(default_factory=dict)
     val_generation: dict = field(default_factory=dict)
     total_steps: int = 1
+    max_rollouts: int = 1
+    seed: int = 0
     sample_log_every: int = 10
 
 
@@ -108,8 +123,32 @@ class Rollout:
     mask: torch.Tensor
     texts: list[str]
     rewards: RewardParts
-    old_logp: torch.Tensor | None = None
+    old_logp: torch.Tensor | None = None  # behaviour pass (eval mode) when several steps
     ref_logp: torch.Tensor | None = None
+    loss_mask: torch.Tensor | None = None  # valid tokens, AND the entropy gate when on
+    gate_kept: float | None = None
+
+
+class SampleLog:
+    """grpo_samples.jsonl: rows appended per logged rollout; `rewind(r)` drops the rows of
+    rollouts after r, so a run resumed from rollout r does not write them twice."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def write(self, rows: list[dict]) -> None:
+        with self.path.open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+    def rewind(self, rollout: int) -> None:
+        if self.path.is_file():
+            lines = self.path.read_text().splitlines(keepends=True)
+            self.path.write_text("".join(x for x in lines if json.loads(x)["rollout"] <= rollout))
+
+
+def rollout_seed(seed: int, rank: int, rollout: int) -> int:
+    """The seed of one rollout's sampling: numpy's SeedSequence of (seed, rank, rollout)."""
+    return int(np.random.SeedSequence([seed, rank, rollout]).generate_state(1)[0])
 
 
 class GRPOModule(L.LightningModule):
@@ -126,7 +165,7 @@ class GRPOModule(L.LightningModule):
         scheduler: Callable,
         ref_model=None,
         refill_records: Sequence[Record] = (),
-        samples_sink: Callable[[list[dict]], None] | None = None,
+        samples: SampleLog | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -135,39 +174,47 @@ class GRPOModule(L.LightningModule):
         self.instructions, self.system_prompt = instructions, system_prompt
         self.s = settings
         self.optimizer, self.scheduler = optimizer, scheduler  # conf/optim partials
-        self._refill = self._cycle(list(refill_records))
-        self._samples_sink = samples_sink
+        self._refill_records, self._refill_pos = list(refill_records), 0
+        self._samples = samples
         self._val_rows: list[dict] = []
         self.skipped_images = 0
+        self.rollouts = 0  # rollouts trained on (the prompt batches' resume position)
 
     # ----------------------------------------------------------- checkpoints
     # The reference stays a submodule (FSDP/ZeRO-3 shard it with the policy) but not in
-    # last.ckpt, which it would double: a resumed run rebuilds it from init_from.
+    # last.ckpt, which it would double: a resumed run rebuilds it from its checkpoint.
+    # The counters resume exactly: rollouts (and with them the prompt batches and the
+    # sampling seeds), the refill position, the skipped-image count; rows the samples log
+    # wrote after the checkpoint are dropped.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith("ref_model.")]:
             del state[key]
+        checkpoint["grpo"] = {"rollouts": self.rollouts, "refill_pos": self._refill_pos,
+                              "skipped_images": self.skipped_images}  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.ref_model is not None and "state_dict" in checkpoint:
             checkpoint["state_dict"].update(
                 {f"ref_model.{k}": v for k, v in self.ref_model.state_dict().items()}
             )
+        if "grpo" in checkpoint:
+            counters = checkpoint["grpo"]
+            self.rollouts, self._refill_pos = counters["rollouts"], counters["refill_pos"]
+            self.skipped_images = counters["skipped_images"]
+            if self._samples is not None:
+                self._samples.rewind(self.rollouts)
 
     # ----------------------------------------------------------------- data
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # a list of Records; tensors are built and placed in `rollout`
 
-    @staticmethod
-    def _cycle(records: list[Record]) -> Iterator[Record] | None:
-        if not records:
-            return None
-
-        def forever():
-            while True:
-                yield from records
-
-        return forever()
+    def _next_refill(self, n: int) -> list[Record]:
+        """The next n refill prompts, cycling through the training records in order."""
+        pool = self._refill_records
+        picked = [pool[(self._refill_pos + i) % len(pool)] for i in range(n)]
+        self._refill_pos += n
+        return picked
 
     def _prompt_specs(self, records: Sequence[Record]) -> tuple[list[Record], list[PromptSpec]]:
         kept, images, unreadable = load_readable(records)
@@ -218,49 +265,85 @@ class GRPOModule(L.LightningModule):
                 if ro is not None:
                     parts.append(ro)
             have = sum(len(p.records) for p in parts)
-            if not (s.filter.enabled and s.filter.refill) or have >= want or self._refill is None:
+            refill = s.filter.enabled and s.filter.refill and self._refill_records
+            if not refill or have >= want:
                 break
-            pending = [next(self._refill) for _ in range(want - have)]
+            pending = self._next_refill(want - have)
         stats["filter/dropped_frac"] = dropped / max(seen, 1)
         pad = self.processor.tokenizer.pad_token_id
         return (_concat_rollouts(parts, pad) if parts else None), stats
 
     # ---------------------------------------------------------------- update
-    def _micro_batches(self, n_prompts: int) -> list[list[int]]:
-        m = self.s.micro_batch_prompts
-        return [list(range(i, min(i + m, n_prompts))) for i in range(0, n_prompts, m)]
+    def _chunks(self, items: Sequence[int], size: int) -> list[list[int]]:
+        return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
-    def _rows(self, prompts: Sequence[int]) -> torch.Tensor:
+    def _rows(self, prompts: Sequence[int]) -> list[int]:
         G = self.s.group_size
-        return torch.tensor([p * G + g for p in prompts for g in range(G)], device=self.device)
+        return [p * G + g for p in prompts for g in range(G)]
 
-    def _logits(self, model, ro: Rollout, prompts: Sequence[int]) -> torch.Tensor:
+    def _rows_per_batch(self) -> int:
+        """Samples per optimiser step on this rank: the global train_batch_size split evenly."""
+        return self.s.train_batch_size // self.trainer.world_size
+
+    def _logits(self, model, ro: Rollout, rows: Sequence[int]) -> torch.Tensor:
+        """Logits of the completions `rows`, each prompt among them run once."""
+        G = self.s.group_size
+        prompts = sorted({r // G for r in rows})
+        local = {p: i for i, p in enumerate(prompts)}
         inputs = select_prompts(ro.prompt_inputs, prompts)
         feats = ([ro.features[p] for p in prompts] if ro.features is not None
                  else image_features(model, inputs))  # fmt: skip
-        rows = self._rows(prompts)
-        return completion_logits(model, inputs, feats, self.s.group_size,
-                                 ro.completion_ids[rows], ro.mask[rows])  # fmt: skip
+        prompt_of = torch.tensor([local[r // G] for r in rows])
+        index = torch.tensor(list(rows), device=ro.completion_ids.device)
+        return completion_logits(model, inputs, feats, prompt_of, ro.completion_ids[index],
+                                 ro.mask[index])  # fmt: skip
 
     @torch.no_grad()
-    def _record_logps(self, ro: Rollout) -> None:
-        """Reference log-probs, and old (behaviour) log-probs when several passes reuse the
-        rollout (with a single pass the policy has not moved since generation, so the current
-        log-probs, detached, are the old ones)."""
-        need_ref = self.s.kl.type != "none" and self.s.kl.beta > 0
-        need_old = self.s.num_iterations > 1  # with one pass, old = current (detached)
-        if not (need_old or need_ref):
+    def _behaviour_pass(self, ro: Rollout, need_old: bool) -> None:
+        """Once per rollout, before the first update, with the policy in eval mode (no
+        dropout): the old (behaviour) log-probs when the rollout makes several optimiser
+        steps (with one, the policy has not moved since generation and the current log-probs,
+        detached, are the old ones), the reference log-probs for KL, and the entropy gate's
+        loss mask from the behaviour policy's entropies (fixed for the rollout: its quantile
+        in batch mode is taken over the whole rollout, every rank)."""
+        s = self.s
+        need_ref = s.kl.type != "none" and s.kl.beta > 0
+        ro.loss_mask = ro.mask.bool()
+        if not (need_old or need_ref or s.gate.enabled):
             return
-        old, ref = [], []
-        for prompts in self._micro_batches(len(ro.records)):
-            ids = ro.completion_ids[self._rows(prompts)]
-            if need_old:
-                old.append(token_logprobs(self._logits(self.model, ro, prompts), ids))
+        old, ref, entropy = [], [], []
+        was_training = self.model.training
+        self.model.eval()
+        for prompts in self._chunks(range(len(ro.records)), s.micro_batch_prompts):
+            rows = self._rows(prompts)
+            ids = ro.completion_ids[rows]
+            if need_old or s.gate.enabled:
+                logits = self._logits(self.model, ro, rows)
+                if need_old:
+                    old.append(token_logprobs(logits, ids))
+                if s.gate.enabled:
+                    entropy.append(token_entropy(logits))
+                del logits
             if need_ref:
                 with self._reference() as ref_model:
-                    ref.append(token_logprobs(self._logits(ref_model, ro, prompts), ids))
+                    ref.append(token_logprobs(self._logits(ref_model, ro, rows), ids))
+        self.model.train(was_training)
         ro.old_logp = torch.cat(old) if old else None
         ro.ref_logp = torch.cat(ref) if ref else None
+        if s.gate.enabled:
+            h = torch.cat(entropy)
+            pool = self._gather_valid(h[ro.mask.bool()]) if s.gate.mode == "batch" else None
+            keep, kept = entropy_gate(h, ro.mask, s.gate.rho, s.gate.mode, pool=pool)
+            ro.loss_mask, ro.gate_kept = ro.loss_mask & keep, float(kept)
+
+    def _gather_valid(self, values: torch.Tensor) -> torch.Tensor:
+        """A 1-D tensor of every rank's values (different lengths), for rollout-wide stats."""
+        if self.trainer.world_size == 1:
+            return values
+        sizes = self.all_gather(torch.tensor(values.numel(), device=values.device))
+        padded = F.pad(values, (0, int(sizes.max()) - values.numel()), value=float("nan"))
+        pooled = self.all_gather(padded).reshape(-1)
+        return pooled[~pooled.isnan()]
 
     @contextlib.contextmanager
     def _reference(self):
@@ -273,74 +356,89 @@ class GRPOModule(L.LightningModule):
         else:
             raise ValueError("KL needs a reference model (kl_type != none)")
 
+    def on_train_batch_start(self, batch, batch_idx: int):
+        if self.rollouts >= self.s.max_rollouts:  # a resumed run that had already finished
+            self.trainer.should_stop = True
+            return -1
+        return None
+
     def training_step(self, records: list[Record], batch_idx: int):
         s, G = self.s, self.s.group_size
-        opt = self.optimizers()
-        sched = self.lr_schedulers()
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        seed = rollout_seed(s.seed, self.global_rank, self.rollouts)
+        torch.manual_seed(seed)
         ro, stats = self._filtered_rollout(records)
+        self.rollouts += 1
+        if self.rollouts >= s.max_rollouts:
+            self.trainer.should_stop = True
         if ro is None:  # every group filtered: nothing to learn from this batch
-            self.log_dict({f"train/{k}": float(v) for k, v in stats.items()}, on_step=True,
+            metrics = {**stats, **self._counters()}
+            self.log_dict({f"train/{k}": float(v) for k, v in metrics.items()}, on_step=True,
                           batch_size=len(records))  # fmt: skip
             return None
-        self._record_logps(ro)
         n = len(ro.records)
         adv = group_advantages(ro.rewards.total.view(n, G).to(self.device), s.advantage_std)
         adv = adv.reshape(-1)
-        total_seqs, total_tokens = n * G, ro.mask.sum().clamp(min=1)
+        shuffle = torch.Generator().manual_seed(seed)
+        passes = [mini_batches(n, G, self._rows_per_batch(), shuffle)
+                  for _ in range(s.num_iterations)]  # fmt: skip
+        self._behaviour_pass(ro, need_old=sum(len(p) for p in passes) > 1)
         acc: dict[str, list[float]] = {}
-        for _ in range(s.num_iterations):
-            for prompts in self._micro_batches(n):
-                rows = self._rows(prompts)
-                loss, mstats = self._micro_loss(ro, prompts, rows, adv[rows])
-                weight = (ro.mask[rows].sum() / total_tokens if s.aggregation == "token_mean"
-                          else len(rows) / total_seqs)  # fmt: skip
-                self.manual_backward(loss * weight)
-                for k, v in mstats.items():
-                    acc.setdefault(k, []).append(float(v))
-            self.clip_gradients(opt, gradient_clip_val=s.grad_clip, gradient_clip_algorithm="norm")
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        sched.step()
-        self._log_step(ro, adv, stats, acc, batch_idx)
+        for batches in passes:
+            for batch in batches:
+                batch_mask = ro.loss_mask[batch]
+                for rows in self._chunks(batch, s.micro_batch_prompts * G):
+                    loss, mstats = self._micro_loss(ro, rows, adv[rows])
+                    share = batch_share(ro.loss_mask[rows], batch_mask, s.aggregation)
+                    self.manual_backward(loss * share)
+                    for k, v in mstats.items():
+                        acc.setdefault(k, []).append(float(v))
+                self.clip_gradients(opt, gradient_clip_val=s.grad_clip,
+                                    gradient_clip_algorithm="norm")  # fmt: skip
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+        if ro.gate_kept is not None:
+            stats["gate/kept_frac"] = ro.gate_kept
+        self._log_step(ro, adv, stats, acc)
         return None
 
-    def _micro_loss(self, ro: Rollout, prompts, rows, adv) -> tuple[torch.Tensor, dict]:
+    def _micro_loss(self, ro: Rollout, rows: list[int], adv) -> tuple[torch.Tensor, dict]:
         s = self.s
-        ids, mask = ro.completion_ids[rows], ro.mask[rows]
-        logits = self._logits(self.model, ro, prompts)
+        ids, mask, loss_mask = ro.completion_ids[rows], ro.mask[rows], ro.loss_mask[rows]
+        logits = self._logits(self.model, ro, rows)
         logp = token_logprobs(logits, ids)
         old = ro.old_logp[rows] if ro.old_logp is not None else logp.detach()
         if s.kl.type == "k1" and ro.ref_logp is not None:  # the authors' k1 reward penalty
             adv = kl_penalized_advantages(adv, old, ro.ref_logp[rows], mask, s.kl.beta)
-        entropy = token_entropy(logits.detach())
-        loss_mask = mask.bool()
-        stats = {"entropy/mean": masked_mean(entropy, mask)}
-        if s.gate.enabled:
-            keep, kept = entropy_gate(entropy, mask, s.gate.rho, s.gate.mode)
-            loss_mask = loss_mask & keep
-            stats["gate/kept_frac"] = kept
+        stats = {"entropy/mean": masked_mean(token_entropy(logits.detach()), mask)}
+        max_len = s.generation["max_new_tokens"]  # Dr. GRPO's fixed normaliser
         loss, pstats = policy_loss(
             logp, old, adv, loss_mask, eps_low=s.eps_low, eps_high=s.eps_high,
-            ratio_max=s.ratio_max, aggregation=s.aggregation, max_len=ids.shape[1],
+            ratio_max=s.ratio_max, aggregation=s.aggregation, max_len=max_len,
         )  # fmt: skip
         stats.update({f"policy/{k}": v for k, v in pstats.items()})
         if ro.ref_logp is not None:
             ref = ro.ref_logp[rows]
             stats["kl/k1"] = masked_mean(kl_k1(logp.detach(), ref), mask)
-            if s.kl.type == "k3":
-                kl = aggregate(kl_k3(logp, ref), mask, s.aggregation, ids.shape[1])
+            if s.kl.type == "k3":  # on the policy loss's tokens (the gate's, when it is on)
+                kl = aggregate(kl_k3(logp, ref), loss_mask, s.aggregation, max_len)
                 loss = loss + s.kl.beta * kl
                 stats["kl/k3"] = kl.detach()
         stats["loss/policy"] = loss.detach()
         return loss, stats
 
+    def _counters(self) -> dict[str, float]:
+        return {"rollout": self.rollouts, "optimizer_step": self.global_step,
+                "skipped_images": self.skipped_images}  # fmt: skip
+
     # ---------------------------------------------------------------- logging
     def _log_step(
-        self, ro: Rollout, adv: torch.Tensor, stats: dict, acc: dict[str, list[float]],
-        batch_idx: int,
+        self, ro: Rollout, adv: torch.Tensor, stats: dict, acc: dict[str, list[float]]
     ) -> None:
-        """Step metrics; every `sample_log_every` steps the completions with the advantages
-        the update used (before the k1 penalty)."""
+        """Rollout metrics (micro-batch stats averaged over the rollout's passes); every
+        `sample_log_every` rollouts the completions with the advantages the update used
+        (before the k1 penalty)."""
         G = self.s.group_size
         r = ro.rewards
         lengths = ro.mask.sum(-1).float()
@@ -352,8 +450,7 @@ class GRPOModule(L.LightningModule):
             "reward/total": r.total.mean(), "reward/total_std": r.total.std(),
             "reward/format": r.format.mean(), "reward/accuracy": r.accuracy.mean(),
             "completion/length": lengths.mean(), "completion/parse_rate": parsed.mean(),
-            "lr": self.lr_schedulers().get_last_lr()[0],
-            "skipped_images": float(self.skipped_images),
+            "lr": self.lr_schedulers().get_last_lr()[0], **self._counters(),
         }  # fmt: skip
         for task in sorted(set(tasks)):
             sel = torch.tensor([t == task for t in tasks])
@@ -362,16 +459,16 @@ class GRPOModule(L.LightningModule):
             metrics[f"reward/{task}/format"] = r.format[sel].mean()
         self.log_dict({f"train/{k}": float(v) for k, v in metrics.items()}, on_step=True,
                       prog_bar=False, batch_size=len(ro.records))  # fmt: skip
-        if batch_idx % self.s.sample_log_every == 0:
+        if (self.rollouts - 1) % self.s.sample_log_every == 0:
             samples = [
-                {"step": self.global_step, "id": ro.records[i // G].id, "task": tasks[i],
+                {"rollout": self.rollouts, "id": ro.records[i // G].id, "task": tasks[i],
                  "mos": ro.records[i // G].mos, "completion": ro.texts[i],
                  "reward": float(r.total[i]), "format": float(r.format[i]),
                  "accuracy": float(r.accuracy[i]), "advantage": float(adv[i])}
                 for i in range(len(ro.texts))
             ]  # fmt: skip
-            if self._samples_sink:
-                self._samples_sink(samples)
+            if self._samples is not None:
+                self._samples.write(samples)
             if hasattr(self.logger, "log_table"):  # wandb: a table of completions
                 self.logger.log_table(key="train/samples", columns=list(samples[0]),
                                       data=[list(x.values()) for x in samples])  # fmt: skip

@@ -115,6 +115,18 @@ class SFTModule(L.LightningModule):
         self.val_seconds = 0.0
         self.validated_at = -1  # global step of the last validation
         self.frozen_features: dict[str, torch.Tensor] = {}  # row id -> frozen tower output
+        self.batches = 0  # micro-batches trained on (the training batches' resume position)
+
+    # The counters resume exactly with the run (last.ckpt): the batch position (a resumed
+    # epoch continues in order, data/batches.EpochBatches) and the skipped/truncated rows.
+    COUNTERS = ("batches", "skipped", "truncated", "samples", "longest_target")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sft"] = {k: getattr(self, k) for k in self.COUNTERS}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        for k, v in checkpoint.get("sft", {}).items():
+            setattr(self, k, v)
 
     def _loss(self, batch: dict) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k not in BATCH_INFO}
@@ -131,6 +143,7 @@ class SFTModule(L.LightningModule):
         return tuple(self.frozen_features[i] for i in ids)
 
     def training_step(self, batch: dict, batch_idx: int):
+        self.batches += 1
         for reason in batch["skipped"]:
             log.warning("SFT: skipping training row %s", reason)
         self.skipped += batch["skipped"]

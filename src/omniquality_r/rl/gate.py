@@ -23,14 +23,16 @@ def token_entropy(logits: Tensor, chunk_size: int = 128) -> Tensor:
 
 
 def entropy_gate(
-    entropy: Tensor, mask: Tensor, rho: float = 0.2, mode: str = "sequence"
-) -> tuple[Tensor, Tensor]:
+    entropy: Tensor, mask: Tensor, rho: float = 0.2, mode: str = "sequence",
+    pool: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """(keep [B, T] bool, kept fraction of valid tokens) selecting the top-rho tokens by entropy.
 
     "sequence": per row, the k = ceil(rho * T_valid) valid tokens of highest entropy; ties go
     to the earlier position (stable sort), so exactly k are kept. "batch": valid tokens with
-    H >= torch.quantile(H[valid], 1 - rho) (linear interpolation), as TRL's
-    `get_high_entropy_mask` with top_entropy_quantile = rho.
+    H >= torch.quantile(pool, 1 - rho) (linear interpolation), as TRL's
+    `get_high_entropy_mask` with top_entropy_quantile = rho; `pool` holds the valid-token
+    entropies the quantile is taken over (the whole rollout, every rank), default H[valid].
     """
     valid = mask.bool()
     if mode == "sequence":
@@ -42,7 +44,7 @@ def entropy_gate(
         rank = torch.empty_like(order).scatter_(-1, order, positions)  # rank[b, order[b, r]] = r
         keep = (rank < k.unsqueeze(-1)) & valid
     elif mode == "batch":
-        values = entropy[valid].float()
+        values = (entropy[valid] if pool is None else pool).float()
         if values.numel() == 0:
             keep = torch.zeros_like(valid)
         else:

@@ -66,7 +66,8 @@ def policy_loss(
     dual clip (-max(min(r A, clip(r) A), c A) for A < 0, c = ratio_max) and TRL's `delta`.
     Stats (token means over mask, no grad): clip_low = P(r < 1 - eps_low, A < 0),
     clip_high = P(r > 1 + eps_high, A > 0) (TRL's definitions), capped = P(r > ratio_max,
-    A < 0), ratio_mean = mean r.
+    A < 0), clip_frac = clip_low + clip_high (the tokens the clip takes out of the gradient),
+    ratio_mean = mean r.
     """
     if ratio_max is not None and ratio_max <= 1 + eps_high:
         raise ValueError(f"ratio_max {ratio_max} must exceed 1 + eps_high = {1 + eps_high}")
@@ -77,9 +78,10 @@ def policy_loss(
     loss = aggregate(per_token, mask, aggregation, max_len)
     with torch.no_grad():
         cap = float("inf") if ratio_max is None else ratio_max
+        low = masked_mean(((ratio < 1 - eps_low) & (adv < 0)).float(), mask)
+        high = masked_mean(((ratio > 1 + eps_high) & (adv > 0)).float(), mask)
         stats = {
-            "clip_low": masked_mean(((ratio < 1 - eps_low) & (adv < 0)).float(), mask),
-            "clip_high": masked_mean(((ratio > 1 + eps_high) & (adv > 0)).float(), mask),
+            "clip_low": low, "clip_high": high, "clip_frac": low + high,
             "capped": masked_mean(((ratio > cap) & (adv < 0)).float(), mask),
             "ratio_mean": masked_mean(ratio, mask),
         }

@@ -16,6 +16,7 @@ from torch import Tensor
 from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from ..decoding import generation_kwargs
 from ..models.loading import base_model
 from ..models.shared_prefix import hidden_after_prefix, lm_logits
 
@@ -33,9 +34,14 @@ def select_prompts(prompt_inputs: dict, index: Sequence[int]) -> dict:
     return out
 
 
-def expand_rows(prompt_inputs: dict, group_size: int) -> dict:
-    """Per-row prompt tensors repeated G times (row p -> rows p*G .. p*G + G - 1)."""
-    return {k: prompt_inputs[k].repeat_interleave(group_size, 0)
+def group_rows(n_prompts: int, group_size: int) -> Tensor:
+    """The prompt of each row of P groups of G: [0]*G + [1]*G + ... (row p*G + g -> p)."""
+    return torch.arange(n_prompts).repeat_interleave(group_size)
+
+
+def expand_rows(prompt_inputs: dict, prompt_of: Tensor) -> dict:
+    """Per-row prompt tensors for rows whose prompts are `prompt_of` (e.g. group_rows)."""
+    return {k: prompt_inputs[k][prompt_of.to(prompt_inputs[k].device)]
             for k in PER_ROW if k in prompt_inputs}  # fmt: skip
 
 
@@ -46,13 +52,14 @@ def generate_groups(
 ) -> Tensor:  # fmt: skip
     """G sampled completions per prompt, [P*G, T] right-padded with pad after eos. Each
     prompt but its last token is prefilled once (prefill_groups), so `generate` starts from
-    the group's key/value cache: the same sampling as generating from G copies."""
+    the group's key/value cache: the same sampling as generating from G copies. `generation`
+    is made explicit (decoding.py): a checkpoint's generation_config.json changes nothing."""
     tok = processor.tokenizer
-    rows = expand_rows(prompt_inputs, group_size)
+    rows = expand_rows(prompt_inputs, group_rows(len(features), group_size))
     cache = prefill_groups(model, prompt_inputs, features, group_size)
     out = model.generate(
         input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
-        cache=cache, **generation, pad_token_id=tok.pad_token_id,
+        cache=cache, **generation_kwargs(generation), pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
     )  # fmt: skip
     return out[:, rows["input_ids"].shape[1]:]
@@ -78,12 +85,13 @@ def prefill_groups(model, prompt_inputs: dict, features: Sequence[Tensor], group
 
 
 def completion_logits(
-    model, prompt_inputs: dict, features: Sequence[Tensor], group_size: int,
+    model, prompt_inputs: dict, features: Sequence[Tensor], prompt_of: Tensor,
     completion_ids: Tensor, completion_mask: Tensor,
 ) -> Tensor:  # fmt: skip
-    """Logits [P*G, T, V] predicting each completion token, prompt and image as context; each
-    prompt (with its image) runs once for its G completions (models/shared_prefix.py)."""
-    rows = expand_rows(prompt_inputs, group_size)
+    """Logits [B, T, V] predicting each completion token of row b, prompt `prompt_of[b]` and
+    its image as context; each prompt runs once for all its rows (models/shared_prefix.py)."""
+    prompt_of = prompt_of.to(completion_ids.device)
+    rows = expand_rows(prompt_inputs, prompt_of)
     width = rows["input_ids"].shape[1]
     inputs = {
         "input_ids": torch.cat([rows["input_ids"], completion_ids], dim=1),
@@ -95,10 +103,8 @@ def completion_logits(
         inputs["mm_token_type_ids"] = torch.cat(
             [rows["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1
         )
-    groups = torch.arange(len(features), device=completion_ids.device)
-    groups = groups.repeat_interleave(group_size)
-    hidden = hidden_after_prefix(model, inputs, prefix_len=width, groups=groups,
-                                 features=tuple(features[g] for g in groups.tolist()))
+    hidden = hidden_after_prefix(model, inputs, prefix_len=width, groups=prompt_of,
+                                 features=tuple(features[g] for g in prompt_of.tolist()))
     return lm_logits(model, hidden[:, :-1])
 
 

@@ -1,4 +1,5 @@
-"""stage=grpo: the GRPO loop (modules/grpo.py) from `init_from` or the configured model."""
+"""stage=grpo: the GRPO loop (modules/grpo.py) from `init_from` or the configured model,
+KL to the SFT model (stage.sft_checkpoint) by default."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import logging
 import math
 import time
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from ..data.batches import EpochBatches
 from ..data.records import from_row
+from ..decoding import describe_generation
 from ..models.loading import save_checkpoint
-from ..modules.grpo import GRPOModule, GRPOSettings
+from ..modules.grpo import GRPOModule, GRPOSettings, SampleLog
 from ..precision import trainer_device
 from ..rewards import REWARDS
-from ..settings import settings_from
+from ..settings import ConfigError, settings_from
 from .common import (
     CHECKPOINT,
     configured_model,
@@ -36,20 +38,60 @@ from .common import (
 log = logging.getLogger(__name__)
 
 
-def grpo_settings(cfg: DictConfig, total_steps: int) -> GRPOSettings:
-    """`algo` but its optimiser as GRPOSettings (an unknown key names itself), with the
-    stage's additions."""
+def grpo_settings(cfg: DictConfig, total_steps: int, max_rollouts: int) -> GRPOSettings:
+    """`algo` but its optimiser and KL reference as GRPOSettings (an unknown key names
+    itself), with the stage's additions."""
     algo = OmegaConf.to_container(cfg.algo, resolve=True)
     algo.pop("optim")  # the optimiser's node: optimizer_factories
+    algo["kl"].pop("reference")  # which model: reference_model
     values = {**algo,
               "val_generation": OmegaConf.to_container(cfg.decoding, resolve=True),
-              "total_steps": total_steps,
+              "total_steps": total_steps, "max_rollouts": max_rollouts, "seed": cfg.seed,
               "sample_log_every": cfg.stage.sample_log_every}  # fmt: skip
     return settings_from(GRPOSettings, values, "algo")
 
 
-def _as_list(batch: list) -> list:
-    return batch
+def rollout_budget(cfg: DictConfig, n_train: int, world_size: int) -> dict[str, int]:
+    """Rollouts per episode and in all (episodes, capped by stage.max_rollouts), optimiser
+    steps per rollout and in all (the schedule's length; a rollout the STD filter shrinks
+    takes fewer). prompts_per_step and train_batch_size are global (over every rank)."""
+    a, G = cfg.algo, cfg.algo.group_size
+    P, B = a.prompts_per_step, a.train_batch_size
+    if P % world_size:
+        raise ConfigError(f"algo.prompts_per_step={P} does not split over {world_size} ranks")
+    if B % world_size:
+        raise ConfigError(f"algo.train_batch_size={B} does not split over {world_size} ranks")
+    per_episode = max(1, n_train // P)  # EpochBatches: whole batches, at least one
+    rollouts = per_episode * cfg.stage.episodes
+    if cfg.stage.max_rollouts > 0:
+        rollouts = min(rollouts, cfg.stage.max_rollouts)
+    steps = a.num_iterations * math.ceil(P * G / B)  # per rank: P G / W rows, B / W per step
+    return {"per_episode": per_episode, "rollouts": rollouts, "steps_per_rollout": steps,
+            "total_steps": rollouts * steps}  # fmt: skip
+
+
+def reference_model(cfg: DictConfig, policy):
+    """The frozen KL reference (None without KL, or with LoRA: the adapter-free base):
+    algo.kl.reference `sft` loads stage.sft_checkpoint (METHOD.md: the SFT model in both
+    stages; stage 2 must name it), `init` copies the model GRPO starts from."""
+    kl = cfg.algo.kl
+    if kl.type == "none" or kl.beta <= 0:
+        return None
+    if kl.reference not in ("sft", "init"):
+        raise ConfigError(f"algo.kl.reference={kl.reference!r}: expected sft or init")
+    if kl.reference == "sft" and cfg.stage.sft_checkpoint is None and cfg.init_from is not None:
+        raise ConfigError("stage.sft_checkpoint is not set: with algo.kl.reference=sft the KL "
+                          "reference is the SFT model; pass stage.sft_checkpoint=<sft run> "
+                          "(or algo.kl.reference=init)")  # fmt: skip
+    sft = kl.reference == "sft" and str(cfg.stage.sft_checkpoint) != str(cfg.init_from)
+    if cfg.lora.enabled:
+        if sft:
+            raise ConfigError("with LoRA the KL reference is the adapter-free base (the "
+                              "init_from model): set algo.kl.reference=init or start from the "
+                              "SFT checkpoint")  # fmt: skip
+        return None
+    ref = configured_model(cfg, str(cfg.stage.sft_checkpoint))[0] if sft else copy.deepcopy(policy)
+    return ref.eval().requires_grad_(False)
 
 
 def grpo_stage(cfg: DictConfig) -> dict:
@@ -59,53 +101,45 @@ def grpo_stage(cfg: DictConfig) -> dict:
     train = [from_row(r) for r in splits["train"]]
     val = first_per_task([from_row(r) for r in splits["val"]], cfg.stage.val_per_task)
     policy, processor = configured_model(cfg)
+    ref = reference_model(cfg, policy)
     policy = trainable(cfg, policy)
-    ref = None
-    if cfg.algo.kl.type != "none" and cfg.algo.kl.beta > 0 and not cfg.lora.enabled:
-        ref = copy.deepcopy(policy).eval().requires_grad_(False)
     reward = REWARDS[cfg.reward.name]
     params = OmegaConf.to_container(cfg.reward.params, resolve=True)
-    prompts = cfg.algo.prompts_per_step
     trainer = lightning_trainer(cfg, max_epochs=cfg.stage.episodes, num_sanity_val_steps=0,
-                                log_every_n_steps=1)  # fmt: skip
-    # Each rank takes `prompts` prompts per step, so the schedule counts steps per rank;
-    # the world size is known once the Trainer exists (set before `fit` reads them).
-    steps_per_episode = math.ceil(len(train) / (prompts * trainer.world_size))
-    total = steps_per_episode * cfg.stage.episodes
-    if cfg.stage.max_steps > 0:
-        total = min(total, cfg.stage.max_steps)
-    trainer.fit_loop.epoch_loop.max_steps = total
-    trainer.val_check_interval = min(cfg.stage.val_check_interval, steps_per_episode)
+                                log_every_n_steps=1, use_distributed_sampler=False)  # fmt: skip
+    budget = rollout_budget(cfg, len(train), trainer.world_size)  # world size: from the Trainer
+    trainer.val_check_interval = min(cfg.stage.val_check_interval, budget["per_episode"])
     trainer.check_val_every_n_epoch = None
-    samples = out / "grpo_samples.jsonl"
-
-    def sink(rows: list[dict]) -> None:
-        with samples.open("a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-
+    settings = grpo_settings(cfg, budget["total_steps"], budget["rollouts"])
+    log.info("GRPO: %d rollouts of %d prompts x %d, %d optimiser steps each (train batch %d); "
+             "rollouts: %s; validation: %s", budget["rollouts"], cfg.algo.prompts_per_step,
+             cfg.algo.group_size, budget["steps_per_rollout"], cfg.algo.train_batch_size,
+             describe_generation(settings.generation),
+             describe_generation(settings.val_generation))  # fmt: skip
     module = GRPOModule(
         policy, processor, reward_fn=functools.partial(reward, **params),
         instructions=instructions_of(cfg), system_prompt=cfg.system_prompt,
-        settings=grpo_settings(cfg, total), **optimizer_factories(cfg.algo.optim), ref_model=ref,
-        refill_records=train, samples_sink=sink,
+        settings=settings, **optimizer_factories(cfg.algo.optim), ref_model=ref,
+        refill_records=train, samples=SampleLog(out / "grpo_samples.jsonl"),
     )  # fmt: skip
-    loader = DataLoader(train, batch_size=prompts, shuffle=True, collate_fn=_as_list,
-                        drop_last=len(train) >= prompts,
-                        generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
-    val_loader = DataLoader(val, batch_size=16, collate_fn=_as_list)
+    loader = EpochBatches(train, cfg.algo.prompts_per_step, seed=cfg.seed,
+                          position=lambda: module.rollouts)  # fmt: skip
+    val_loader = DataLoader(val, batch_size=16, collate_fn=list)
     start = time.time()
     trainer.fit(module, loader, val_loader, ckpt_path=resume_path(trainer))
     wall = time.time() - start
     save_checkpoint(module.model, processor, out / CHECKPOINT)
     summary = {
-        "steps": trainer.global_step,
+        "rollouts": module.rollouts,
+        "optimizer_steps": trainer.global_step,
         "wall_s": wall,
         "skipped_images": module.skipped_images,
-        "completions": trainer.global_step * prompts * cfg.algo.group_size * trainer.world_size,
+        "completions": module.rollouts * cfg.algo.prompts_per_step * cfg.algo.group_size,
         "device": trainer_device(trainer),
         **{k: float(v) for k, v in trainer.callback_metrics.items()},
     }
     (out / CHECKPOINT / "train_summary.json").write_text(json.dumps(summary, indent=2))
     finish_logging(trainer)
-    log.info("GRPO: %d steps in %.0f s; checkpoint %s", trainer.global_step, wall, out / CHECKPOINT)
+    log.info("GRPO: %d rollouts, %d optimiser steps in %.0f s; checkpoint %s", module.rollouts,
+             trainer.global_step, wall, out / CHECKPOINT)  # fmt: skip
     return summary

@@ -57,8 +57,9 @@ def _step_config(
     OmegaConf.set_struct(sub, False)
     sub.stage = cfg.stage[key]
     sub.paths.output_dir = str(folder)
-    if algo:
+    if algo:  # a GRPO step: KL to the SFT model in both stages (algo.kl.reference=sft)
         sub.algo = cfg.stage[algo]
+        sub.stage.sft_checkpoint = str(folder.parent / "sft" / CHECKPOINT)
     if start:
         sub.init_from = str(start / CHECKPOINT)
     return sub

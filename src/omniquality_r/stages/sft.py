@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 import logging
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from ..data.batches import EpochBatches
 from ..data.collate import collate_sft
 from ..data.records import from_row
 from ..modules.sft import SFTModule, accumulation_steps, read_cot, train_sft
@@ -41,9 +41,6 @@ def sft_stage(cfg: DictConfig) -> dict:
     collate = functools.partial(collate_sft, processor, instructions=instructions_of(cfg),
                                 system_prompt=cfg.system_prompt, keep_plan=s.keep_plan,
                                 max_length=s.max_length, cache={})  # fmt: skip
-    loader = DataLoader(train, batch_size=s.micro_batch, shuffle=True, collate_fn=collate,
-                        num_workers=s.num_workers,
-                        generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
     val_loader = DataLoader(val, batch_size=s.micro_batch, collate_fn=collate,
                             num_workers=s.num_workers) if val else None  # fmt: skip
     module = SFTModule(
@@ -55,7 +52,14 @@ def sft_stage(cfg: DictConfig) -> dict:
     )  # fmt: skip
     trainer = lightning_trainer(cfg, max_epochs=s.epochs, max_steps=s.max_steps,
                                 gradient_clip_val=s.grad_clip, num_sanity_val_steps=0,
-                                log_every_n_steps=s.log_every_n_steps)  # fmt: skip
+                                log_every_n_steps=s.log_every_n_steps,
+                                use_distributed_sampler=False)  # fmt: skip
+    # Each rank its share of every global batch, resumable mid-epoch (data/batches.py).
+    world = trainer.world_size
+    order = EpochBatches(list(range(len(train))), s.micro_batch * world, seed=cfg.seed,
+                         position=lambda: module.batches, drop_last=world > 1)  # fmt: skip
+    loader = DataLoader(train, batch_sampler=order, collate_fn=collate,
+                        num_workers=s.num_workers)  # fmt: skip
     # Accumulation needs the world size, which only the Trainer resolves (devices "auto",
     # nodes); both attributes are read when `fit` starts.
     trainer.accumulate_grad_batches = accumulation_steps(s.global_batch, s.micro_batch,
