@@ -36,8 +36,8 @@ def sft_step(self, batch, batch_idx):
     return loss
 
 
-def grpo_micro_loss(self, ro, prompts, rows, adv):
-    loss, stats = grpo_micro_loss_base(self, ro, prompts, rows, adv)
+def grpo_micro_loss(self, ro, rows, adv):
+    loss, stats = grpo_micro_loss_base(self, ro, rows, adv)
     record(self, loss)
     return loss, stats
 

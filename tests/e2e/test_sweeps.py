@@ -126,6 +126,16 @@ def test_trainer_saves_last_checkpoint_for_a_rerun_to_resume(tmp_path):
     assert resume_path(trainer) == str(tmp_path / "checkpoints" / "last.ckpt")
 
 
+def test_wandb_run_id_follows_the_run_folder(tmp_path):
+    """A job requeued in its run folder resumes its wandb run; another folder opens another."""
+    def logger(folder):
+        cfg = composed(["logger=wandb", f"paths.output_dir={folder}"])
+        return instantiate(cfg.logger)._wandb_init
+
+    first, again, other = logger(tmp_path / "a"), logger(tmp_path / "a"), logger(tmp_path / "b")
+    assert first["id"] == again["id"] != other["id"] and first["resume"] == "allow"
+
+
 # ------------------------------------------------------------------- run.py end to end
 def app(*overrides: str, script: Path = ROOT / "run.py", env: dict | None = None
         ) -> subprocess.CompletedProcess:  # fmt: skip
@@ -299,8 +309,9 @@ def sft_overrides(tmp: Path, common: list[str]) -> list[str]:
 
 
 def grpo_overrides(tmp: Path, common: list[str]) -> list[str]:
-    """GRPO over all 6 training prompts per step (2 episodes = 2 steps): each of two ranks
-    gets 3; rollouts are seeded per prompt and the reward has spread (ddp_app.py)."""
+    """GRPO over all 6 training prompts per rollout (2 episodes = 2 rollouts of one optimiser
+    step): `algo.prompts_per_step` is global, so each of two ranks gets 3; rollouts are seeded
+    per prompt and the reward has spread (ddp_app.py)."""
     return [*GRPO, "reward.name=digit_share", "stage.episodes=2", *common]
 
 

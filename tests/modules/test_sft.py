@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
+import signal
 from dataclasses import asdict
 
 import lightning as L
@@ -13,6 +15,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from omniquality_r.data.batches import EpochBatches
 from omniquality_r.data.collate import collate_sft
 from omniquality_r.data.records import from_row
 from omniquality_r.data.synthetic import generate_synthetic
@@ -24,6 +27,7 @@ from omniquality_r.models.loading import (
     vision_modules,
 )
 from omniquality_r.models.shared_prefix import common_prefix_length
+from omniquality_r.modules.checkpoint import LastCheckpoint
 from omniquality_r.modules.sft import (
     BATCH_INFO,
     SFTModule,
@@ -204,3 +208,51 @@ def test_sft_loss_of_rows_that_share_no_prefix_is_still_the_models_loss(tiny_pat
     assert common_prefix_length(model, inputs["input_ids"], inputs["attention_mask"]) == 0
     with torch.no_grad():
         assert torch.allclose(sft_loss(model, inputs), model(**inputs).loss, atol=1e-5)
+
+
+class LossTrace(L.Callback):
+    """Per-batch training loss; SIGTERM to this process after batch `kill_at`."""
+
+    def __init__(self, kill_at=None):
+        self.losses: dict[int, float] = {}
+        self.kill_at = kill_at
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses[module.batches] = float(outputs["loss"])
+        if module.batches == self.kill_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sft_killed_mid_epoch_resumes_in_order(tiny_path, rows, tmp_path, adamw_cosine):
+    """6 rows, 3 batches per epoch, 2 epochs; SIGTERM after batch 4 (the first of epoch 2),
+    resume from last.ckpt: the rest of epoch 2 comes in the uninterrupted run's order, with
+    its losses and final weights."""
+    def run(folder, kill_at=None, resume=False):
+        model, processor = load_model(str(tiny_path))
+        collate = functools.partial(collate_sft, processor, instructions=INSTRUCTIONS,
+                                    system_prompt=SYSTEM)  # fmt: skip
+        module = SFTModule(model, processor, **adamw_cosine(LR), instructions=INSTRUCTIONS,
+                           system_prompt=SYSTEM)  # fmt: skip
+        order = EpochBatches(list(range(len(rows))), 2, seed=0, position=lambda: module.batches)
+        trace = LossTrace(kill_at)
+        ckpt = LastCheckpoint(dirpath=folder / "ckpt", save_top_k=0, save_last=True,
+                              save_on_exception=True, every_n_train_steps=1,
+                              enable_version_counter=False)  # fmt: skip
+        trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False,
+                            callbacks=[ckpt, trace], enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=folder)  # fmt: skip
+        L.seed_everything(0)
+        loader = DataLoader(rows, batch_sampler=order, collate_fn=collate)
+        trainer.fit(module, loader,
+                    ckpt_path=str(folder / "ckpt" / "last.ckpt") if resume else None)  # fmt: skip
+        return module, trace.losses
+
+    whole, losses = run(tmp_path / "a")
+    with pytest.raises(SystemExit):
+        run(tmp_path / "b", kill_at=4)
+    resumed, after = run(tmp_path / "b", resume=True)
+    assert len(rows) == 6 and sorted(losses) == [1, 2, 3, 4, 5, 6] and sorted(after) == [5, 6]
+    for b in after:
+        assert after[b] == pytest.approx(losses[b], abs=1e-6)
+    for (name, p), q in zip(whole.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)

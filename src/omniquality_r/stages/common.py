@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -27,6 +28,15 @@ log = logging.getLogger(__name__)
 
 
 CHECKPOINT = "checkpoint"  # every training stage saves its Hugging Face folder as <run>/checkpoint
+
+
+def run_id(folder: str) -> str:
+    """A logger run id from the run folder (conf/logger/wandb.yaml `${run_id:...}`): a job
+    requeued or rerun in the same folder continues its wandb run instead of opening another."""
+    return hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:16]
+
+
+OmegaConf.register_new_resolver("run_id", run_id, replace=True)
 
 
 def output_dir(cfg: DictConfig) -> Path:
