@@ -26,6 +26,8 @@ def test_generation_kwargs_hand_values():
     assert greedy["do_sample"] is False and greedy["repetition_penalty"] == 1.0
     assert "top_k" not in greedy and "min_p" not in greedy  # transformers warns on them
     assert describe_generation(GREEDY).startswith("greedy, max_new_tokens=6")
+    assert describe_generation({**GREEDY, "repetition_stop": 32}).endswith("repetition_stop=32")
+    assert describe_generation(SAMPLE).startswith("sampling, temperature=1.0, top_p=1.0, top_k=0")
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['topk'\]"):
         generation_kwargs({**SAMPLE, "topk": 5})
     with pytest.raises(ValueError, match="max_new_tokens"):

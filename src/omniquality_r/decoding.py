@@ -41,9 +41,16 @@ def generation_kwargs(settings: Mapping) -> dict:
 
 
 def describe_generation(settings: Mapping) -> str:
-    """The effective settings in one line, e.g. for the log of each stage."""
+    """The effective settings in one line, e.g. for the log of each stage (a decoding
+    config's `repetition_stop`, inference.RepetitionStop's window, is shown as given)."""
+    settings = dict(settings)
+    stop = settings.pop("repetition_stop", None)
     kwargs = generation_kwargs(settings)
-    if not kwargs["do_sample"]:
+    if kwargs["do_sample"]:
+        shown = {k: v for k, v in kwargs.items() if k != "do_sample"}
+    else:
         kept = ("max_new_tokens", "repetition_penalty", "no_repeat_ngram_size")
-        return "greedy, " + ", ".join(f"{k}={kwargs[k]}" for k in kept)
-    return "sampling, " + ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "do_sample")
+        shown = {k: kwargs[k] for k in kept}
+    text = ("sampling, " if kwargs["do_sample"] else "greedy, ") + ", ".join(
+        f"{k}={v}" for k, v in shown.items())  # fmt: skip
+    return text + (f", repetition_stop={stop}" if stop else "")
