@@ -6,10 +6,14 @@ Lightning starts the other DDP ranks by re-running this file, so every rank has 
 - GRPO samples each prompt's completions from its own seed (record id, step), so the
   rollout of a prompt does not depend on the rank or batch it lands in;
 - reward `digit_share` (share of digits in the completion) has spread on an untrained model,
-  where the real rewards are all 0 and GRPO's loss would be trivially 0.
+  where the real rewards are all 0 and GRPO's loss would be trivially 0;
+- with $FILTERED_IDS (comma-separated record ids) set, those prompts get one accuracy
+  reward for all their completions, so the STD filter drops them, and the others
+  digit_share + 0.1 x the completion's index in its group, so it keeps them.
 """
 
 import json
+import os
 import zlib
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from omniquality_r.rewards import REWARDS, RewardParts
 from omniquality_r.stages import run_stage
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+FILTERED = set(filter(None, os.environ.get("FILTERED_IDS", "").split(",")))
 
 
 def record(module, loss: torch.Tensor) -> None:
@@ -47,6 +52,11 @@ def seeded_rollout(self, records):
     for rec in records:
         torch.manual_seed(zlib.crc32(f"{rec.id}/{self.global_step}".encode()))
         ro = grpo_rollout(self, [rec])
+        if ro is not None and FILTERED:
+            acc = ro.rewards.accuracy
+            acc = (torch.full_like(acc, 0.5) if rec.id in FILTERED
+                   else acc + 0.1 * torch.arange(len(acc)))  # fmt: skip
+            ro.rewards = RewardParts(ro.rewards.format, acc)
         if ro is not None:
             parts.append(ro)
     return _concat_rollouts(parts, self.processor.tokenizer.pad_token_id) if parts else None

@@ -340,6 +340,30 @@ def test_ddp_on_two_processes_matches_one_process(ddp_runs, tiny_path):
 
 
 @pytest.mark.slow
+def test_ddp_with_the_std_filter_dropping_unevenly_matches_one_process(tmp_path, common,
+                                                                       tiny_path):  # fmt: skip
+    """Rollout 1: the filter drops all 3 of rank 0's prompts and 1 of rank 1's (rank 0 then
+    makes zero-weight backward passes); rollout 2 (a new order) drops the same prompts
+    wherever they land. Two gloo ranks finish and match one process on the same batches."""
+    train = data_splits(composed(common))["train"]
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
+    rank0, rank1 = order[0::2], order[1::2]  # EpochBatches: rank r takes items r, r + 2, ...
+    filtered = [train[i]["id"] for i in rank0 + rank1[:1]]
+    overrides = [*grpo_overrides(tmp_path, common), "algo.filter.enabled=true"]
+    env = {"FILTERED_IDS": ",".join(filtered)}
+    runs = {t: tmp_path / t for t in ("cpu", "ddp")}
+    for trainer, run in runs.items():
+        app(*overrides, f"trainer={trainer}", f"hydra.run.dir={run}", script=DDP_APP, env=env)
+    one, two = recorded_losses(runs["cpu"]), recorded_losses(runs["ddp"])
+    assert list(one) == list(two) == [0, 1]
+    assert len(one[0]) == 2  # 6 prompts, 4 filtered: one micro-batch (group) each
+    for step in one:
+        assert torch.allclose(torch.tensor(one[step]), torch.tensor(two[step]), atol=1e-5)
+    start = load_file(tiny_path / "model.safetensors")
+    assert relative_difference(weights(runs["cpu"]), weights(runs["ddp"]), start) < 1e-3
+
+
+@pytest.mark.slow
 def test_rerun_with_more_steps_resumes_from_last_checkpoint(ddp_runs, tmp_path):
     overrides, runs = ddp_runs
     run = tmp_path / "run"

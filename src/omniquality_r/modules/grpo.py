@@ -43,7 +43,7 @@ from ..rl.advantage import group_advantages, kl_penalized_advantages
 from ..rl.filter import std_filter
 from ..rl.gate import entropy_gate, token_entropy
 from ..rl.loss import aggregate, kl_k1, kl_k3, masked_mean, policy_loss
-from ..rl.minibatch import batch_share, mini_batches
+from ..rl.minibatch import batch_share, mini_batches, steps_per_pass
 from ..rl.rollout import (
     completion_logits,
     generate_groups,
@@ -281,10 +281,6 @@ class GRPOModule(L.LightningModule):
         G = self.s.group_size
         return [p * G + g for p in prompts for g in range(G)]
 
-    def _rows_per_batch(self) -> int:
-        """Samples per optimiser step on this rank: the global train_batch_size split evenly."""
-        return self.s.train_batch_size // self.trainer.world_size
-
     def _logits(self, model, ro: Rollout, rows: Sequence[int]) -> torch.Tensor:
         """Logits of the completions `rows`, each prompt among them run once."""
         G = self.s.group_size
@@ -299,7 +295,7 @@ class GRPOModule(L.LightningModule):
                                  ro.mask[index])  # fmt: skip
 
     @torch.no_grad()
-    def _behaviour_pass(self, ro: Rollout, need_old: bool) -> None:
+    def _behaviour_pass(self, ro: Rollout | None, need_old: bool) -> None:
         """Once per rollout, before the first update, with the policy in eval mode (no
         dropout): the old (behaviour) log-probs when the rollout makes several optimiser
         steps (with one, the policy has not moved since generation and the current log-probs,
@@ -307,6 +303,10 @@ class GRPOModule(L.LightningModule):
         loss mask from the behaviour policy's entropies (fixed for the rollout: its quantile
         in batch mode is taken over the whole rollout, every rank)."""
         s = self.s
+        if ro is None:  # this rank's groups were all filtered; it still joins the pooling
+            if s.gate.enabled and s.gate.mode == "batch":
+                self._gather_valid(torch.zeros(0, device=self.device))
+            return
         need_ref = s.kl.type != "none" and s.kl.beta > 0
         ro.loss_mask = ro.mask.bool()
         if not (need_old or need_ref or s.gate.enabled):
@@ -364,44 +364,79 @@ class GRPOModule(L.LightningModule):
 
     def training_step(self, records: list[Record], batch_idx: int):
         s, G = self.s, self.s.group_size
-        opt, sched = self.optimizers(), self.lr_schedulers()
         seed = rollout_seed(s.seed, self.global_rank, self.rollouts)
         torch.manual_seed(seed)
         ro, stats = self._filtered_rollout(records)
         self.rollouts += 1
         if self.rollouts >= s.max_rollouts:
             self.trainer.should_stop = True
-        if ro is None:  # every group filtered: nothing to learn from this batch
+        # Every rank takes the same steps and backward calls whatever the filter left it
+        # (DDP all-reduces at each backward): the step count comes from the global count.
+        n = 0 if ro is None else len(ro.records)
+        total = int(self._gather(torch.tensor([n * G], device=self.device)).sum())
+        if total == 0:  # every group of every rank filtered: nothing to learn from
             metrics = {**stats, **self._counters()}
             self.log_dict({f"train/{k}": float(v) for k, v in metrics.items()}, on_step=True,
                           batch_size=len(records))  # fmt: skip
             return None
-        n = len(ro.records)
-        adv = group_advantages(ro.rewards.total.view(n, G).to(self.device), s.advantage_std)
-        adv = adv.reshape(-1)
+        steps = steps_per_pass(total, s.train_batch_size)
         shuffle = torch.Generator().manual_seed(seed)
-        passes = [mini_batches(n, G, self._rows_per_batch(), shuffle)
-                  for _ in range(s.num_iterations)]  # fmt: skip
-        self._behaviour_pass(ro, need_old=sum(len(p) for p in passes) > 1)
-        acc: dict[str, list[float]] = {}
-        for batches in passes:
-            for batch in batches:
-                batch_mask = ro.loss_mask[batch]
-                for rows in self._chunks(batch, s.micro_batch_prompts * G):
-                    loss, mstats = self._micro_loss(ro, rows, adv[rows])
-                    share = batch_share(ro.loss_mask[rows], batch_mask, s.aggregation)
-                    self.manual_backward(loss * share)
-                    for k, v in mstats.items():
-                        acc.setdefault(k, []).append(float(v))
-                self.clip_gradients(opt, gradient_clip_val=s.grad_clip,
-                                    gradient_clip_algorithm="norm")  # fmt: skip
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+        passes = [mini_batches(n, G, steps, shuffle) for _ in range(s.num_iterations)]
+        self._behaviour_pass(ro, need_old=steps * s.num_iterations > 1)
+        adv = None
+        if ro is not None:
+            adv = group_advantages(ro.rewards.total.view(n, G).to(self.device), s.advantage_std)
+            adv = adv.reshape(-1)
+        acc = self._update(ro, adv, passes)
+        if ro is None:
+            return None
         if ro.gate_kept is not None:
             stats["gate/kept_frac"] = ro.gate_kept
         self._log_step(ro, adv, stats, acc)
         return None
+
+    def _update(self, ro: Rollout | None, adv, passes: list[list[list[int]]]) -> dict:
+        """One optimiser step per mini-batch of each pass; a rank with fewer micro-batches in
+        a step than another (or none, its groups all filtered) makes zero-weight backward
+        passes, so every rank all-reduces the same number of times."""
+        s, opt, sched = self.s, self.optimizers(), self.lr_schedulers()
+        micro_rows = s.micro_batch_prompts * s.group_size
+        # Global rows and loss tokens of every mini-batch, and each rank's micro-batch count.
+        local = torch.tensor([[len(b), int(ro.loss_mask[b].sum()) if b else 0,
+                               -(-len(b) // micro_rows)] for p in passes for b in p],
+                             device=self.device)  # fmt: skip
+        counts = self._gather(local)  # [ranks, steps, 3]
+        world = self.trainer.world_size
+        acc: dict[str, list[float]] = {}
+        for k, batch in enumerate(b for p in passes for b in p):
+            rows_k, tokens_k = int(counts[:, k, 0].sum()), int(counts[:, k, 1].sum())
+            chunks = self._chunks(batch, micro_rows)
+            for j in range(int(counts[:, k, 2].max())):
+                if j >= len(chunks):
+                    self.manual_backward(self._zero_loss())
+                    continue
+                rows = chunks[j]
+                loss, mstats = self._micro_loss(ro, rows, adv[rows])
+                share = batch_share(ro.loss_mask[rows], rows_k, tokens_k, s.aggregation)
+                self.manual_backward(loss * share * world)  # DDP averages over the ranks
+                for key, v in mstats.items():
+                    acc.setdefault(key, []).append(float(v))
+            self.clip_gradients(opt, gradient_clip_val=s.grad_clip, gradient_clip_algorithm="norm")
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+        return acc
+
+    def _zero_loss(self) -> torch.Tensor:
+        """0 * sum of the trainable weights: a backward pass that adds nothing but joins the
+        ranks' gradient all-reduce."""
+        return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+
+    def _gather(self, values: torch.Tensor) -> torch.Tensor:
+        """[ranks, ...]: every rank's `values` (same shape on each)."""
+        if self.trainer.world_size == 1:
+            return values.unsqueeze(0)
+        return self.all_gather(values)
 
     def _micro_loss(self, ro: Rollout, rows: list[int], adv) -> tuple[torch.Tensor, dict]:
         s = self.s
@@ -467,7 +502,7 @@ class GRPOModule(L.LightningModule):
                  "accuracy": float(r.accuracy[i]), "advantage": float(adv[i])}
                 for i in range(len(ro.texts))
             ]  # fmt: skip
-            if self._samples is not None:
+            if self._samples is not None and self.global_rank == 0:  # one writer per run
                 self._samples.write(samples)
             if hasattr(self.logger, "log_table"):  # wandb: a table of completions
                 self.logger.log_table(key="train/samples", columns=list(samples[0]),
