@@ -41,14 +41,14 @@ from ..prompts import parse_answer
 from ..rewards import RewardParts
 from ..rl.advantage import group_advantages, kl_penalized_advantages
 from ..rl.filter import std_filter
-from ..rl.gate import entropy_gate, token_entropy
+from ..rl.gate import entropy_gate
 from ..rl.loss import aggregate, kl_k1, kl_k3, masked_mean, policy_loss
 from ..rl.minibatch import batch_share, mini_batches, steps_per_pass
 from ..rl.rollout import (
-    completion_logits,
+    completion_hidden,
     generate_groups,
     select_prompts,
-    token_logprobs,
+    token_logprobs_and_entropy,
 )
 from .optim import optimizer_with_schedule
 
@@ -281,8 +281,9 @@ class GRPOModule(L.LightningModule):
         G = self.s.group_size
         return [p * G + g for p in prompts for g in range(G)]
 
-    def _logits(self, model, ro: Rollout, rows: Sequence[int]) -> torch.Tensor:
-        """Logits of the completions `rows`, each prompt among them run once."""
+    def _token_stats(self, model, ro: Rollout, rows: Sequence[int]):
+        """(log-probs, entropies) [rows, T] of the completions `rows`, each prompt among them
+        run once, the output layer chunked (rl/rollout.token_logprobs_and_entropy)."""
         G = self.s.group_size
         prompts = sorted({r // G for r in rows})
         local = {p: i for i, p in enumerate(prompts)}
@@ -291,8 +292,9 @@ class GRPOModule(L.LightningModule):
                  else image_features(model, inputs))  # fmt: skip
         prompt_of = torch.tensor([local[r // G] for r in rows])
         index = torch.tensor(list(rows), device=ro.completion_ids.device)
-        return completion_logits(model, inputs, feats, prompt_of, ro.completion_ids[index],
-                                 ro.mask[index])  # fmt: skip
+        ids = ro.completion_ids[index]
+        hidden = completion_hidden(model, inputs, feats, prompt_of, ids, ro.mask[index])
+        return token_logprobs_and_entropy(model, hidden, ids)
 
     @torch.no_grad()
     def _behaviour_pass(self, ro: Rollout | None, need_old: bool) -> None:
@@ -316,19 +318,15 @@ class GRPOModule(L.LightningModule):
         self.model.eval()
         for prompts in self._chunks(range(len(ro.records)), s.micro_batch_prompts):
             rows = self._rows(prompts)
-            ids = ro.completion_ids[rows]
             if need_old or s.gate.enabled:
-                logits = self._logits(self.model, ro, rows)
-                if need_old:
-                    old.append(token_logprobs(logits, ids))
-                if s.gate.enabled:
-                    entropy.append(token_entropy(logits))
-                del logits
+                logp, h = self._token_stats(self.model, ro, rows)
+                old.append(logp)
+                entropy.append(h)
             if need_ref:
                 with self._reference() as ref_model:
-                    ref.append(token_logprobs(self._logits(ref_model, ro, rows), ids))
+                    ref.append(self._token_stats(ref_model, ro, rows)[0])
         self.model.train(was_training)
-        ro.old_logp = torch.cat(old) if old else None
+        ro.old_logp = torch.cat(old) if need_old else None
         ro.ref_logp = torch.cat(ref) if ref else None
         if s.gate.enabled:
             h = torch.cat(entropy)
@@ -440,13 +438,12 @@ class GRPOModule(L.LightningModule):
 
     def _micro_loss(self, ro: Rollout, rows: list[int], adv) -> tuple[torch.Tensor, dict]:
         s = self.s
-        ids, mask, loss_mask = ro.completion_ids[rows], ro.mask[rows], ro.loss_mask[rows]
-        logits = self._logits(self.model, ro, rows)
-        logp = token_logprobs(logits, ids)
+        mask, loss_mask = ro.mask[rows], ro.loss_mask[rows]
+        logp, entropy = self._token_stats(self.model, ro, rows)
         old = ro.old_logp[rows] if ro.old_logp is not None else logp.detach()
         if s.kl.type == "k1" and ro.ref_logp is not None:  # the authors' k1 reward penalty
             adv = kl_penalized_advantages(adv, old, ro.ref_logp[rows], mask, s.kl.beta)
-        stats = {"entropy/mean": masked_mean(token_entropy(logits.detach()), mask)}
+        stats = {"entropy/mean": masked_mean(entropy, mask)}
         max_len = s.generation["max_new_tokens"]  # Dr. GRPO's fixed normaliser
         loss, pstats = policy_loss(
             logp, old, adv, loss_mask, eps_low=s.eps_low, eps_high=s.eps_high,

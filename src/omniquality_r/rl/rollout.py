@@ -13,12 +13,14 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..decoding import generation_kwargs
 from ..models.loading import base_model
 from ..models.shared_prefix import hidden_after_prefix, lm_logits
+from .gate import token_entropy
 
 PER_ROW = ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw")
 
@@ -84,12 +86,14 @@ def prefill_groups(model, prompt_inputs: dict, features: Sequence[Tensor], group
     return cache
 
 
-def completion_logits(
+def completion_hidden(
     model, prompt_inputs: dict, features: Sequence[Tensor], prompt_of: Tensor,
     completion_ids: Tensor, completion_mask: Tensor,
 ) -> Tensor:  # fmt: skip
-    """Logits [B, T, V] predicting each completion token of row b, prompt `prompt_of[b]` and
-    its image as context; each prompt runs once for all its rows (models/shared_prefix.py)."""
+    """Last-layer hidden states [B, T, D] predicting each completion token of row b, prompt
+    `prompt_of[b]` and its image as context; each prompt runs once for all its rows
+    (models/shared_prefix.py). The output layer is applied by `completion_logits` (short
+    completions) or chunk by chunk by `token_logprobs_and_entropy`."""
     prompt_of = prompt_of.to(completion_ids.device)
     rows = expand_rows(prompt_inputs, prompt_of)
     width = rows["input_ids"].shape[1]
@@ -105,10 +109,35 @@ def completion_logits(
         )
     hidden = hidden_after_prefix(model, inputs, prefix_len=width, groups=prompt_of,
                                  features=tuple(features[g] for g in prompt_of.tolist()))
-    return lm_logits(model, hidden[:, :-1])
+    return hidden[:, :-1]
+
+
+def completion_logits(model, *args) -> Tensor:
+    """Logits [B, T, V] of `completion_hidden(model, *args)` (the full output layer at once)."""
+    return lm_logits(model, completion_hidden(model, *args))
 
 
 def token_logprobs(logits: Tensor, ids: Tensor) -> Tensor:
     """log p(ids[b, t]) = logits[b, t, ids] - logsumexp_v logits[b, t, v], in float32."""
     logits = logits.float()
     return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def token_logprobs_and_entropy(
+    model, hidden: Tensor, ids: Tensor, chunk_size: int = 32
+) -> tuple[Tensor, Tensor]:
+    """(log p(ids) [B, T], entropy H [B, T], rl/gate.token_entropy, without gradient) from
+    `hidden` (completion_hidden) with the output layer applied to `chunk_size` positions at
+    a time, under activation checkpointing when gradients flow: only [B, chunk, V] float32
+    logits exist at once, in the forward pass and when the backward recomputes them (never
+    the full-vocabulary [B, T, V] tensor: 151k tokens x 256 positions x 64 rows is 10 GB)."""
+    head = base_model(model).lm_head
+
+    def part(h: Tensor, i: Tensor) -> tuple[Tensor, Tensor]:
+        logits = head(h)
+        return token_logprobs(logits, i), token_entropy(logits.detach(), chunk_size=h.shape[1])
+
+    grad = torch.is_grad_enabled() and hidden.requires_grad
+    outs = [checkpoint(part, h, i, use_reentrant=False) if grad else part(h, i)
+            for h, i in zip(hidden.split(chunk_size, 1), ids.split(chunk_size, 1))]  # fmt: skip
+    return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)
