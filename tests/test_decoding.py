@@ -5,9 +5,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from PIL import Image
 
-from omniquality_r.decoding import describe_generation, generation_kwargs
+from omniquality_r.decoding import describe_generation, generation_kwargs, sharded_generation
 from omniquality_r.inference import PromptSpec, encode_prompts, generate
 from omniquality_r.models.shared_prefix import image_features
 from omniquality_r.rl.rollout import generate_groups
@@ -73,3 +74,28 @@ def test_greedy_ignores_the_checkpoints_repetition_penalty(tiny_model, qwen_like
                                pad_token_id=processor.tokenizer.pad_token_id)  # fmt: skip
     assert torch.equal(clean, shipped)
     assert not torch.equal(penalised[:, inputs["input_ids"].shape[1]:], clean)
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    """A one-process gloo group, as Lightning sets up under a distributed strategy."""
+    dist = torch.distributed
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdv'}", rank=0,
+                            world_size=1)  # fmt: skip
+    yield
+    dist.destroy_process_group()
+
+
+def test_sharded_strategies_generate_in_lockstep(process_group, qwen_like):
+    fsdp = FSDPStrategy(parallel_devices=[torch.device("cpu")])
+    assert sharded_generation(fsdp) == {"synced_gpus": True}
+    assert sharded_generation(DDPStrategy(parallel_devices=[torch.device("cpu")])) == {}
+    model, processor, inputs = qwen_like  # the rollout path runs with synced_gpus
+    with torch.no_grad():
+        ids = generate_groups(model, processor, inputs, image_features(model, inputs), 2,
+                              {**SAMPLE, **sharded_generation(fsdp)})  # fmt: skip
+    assert ids.shape[0] == 2
+
+
+def test_no_lockstep_without_a_process_group():
+    assert sharded_generation(FSDPStrategy()) == {}

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
+from lightning.pytorch.strategies import FSDPStrategy
+
 NEUTRAL = {
     "temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "typical_p": 1.0,
     "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
 }  # fmt: skip
 # Greedy decoding ignores these; transformers warns when they are set away from its defaults.
 GREEDY_UNSET = ("top_k", "min_p")
-# Passed through as given: constrained decoding (prefix_allowed_tokens_fn) among them.
+# Passed through as given: constrained decoding (prefix_allowed_tokens_fn), and synced_gpus
+# (sharded_generation) among them.
 KEYS = ("do_sample", "max_new_tokens", "num_return_sequences", "prefix_allowed_tokens_fn",
-        *NEUTRAL)  # fmt: skip
+        "synced_gpus", *NEUTRAL)  # fmt: skip
 
 
 def generation_kwargs(settings: Mapping) -> dict:
@@ -54,3 +58,12 @@ def describe_generation(settings: Mapping) -> str:
     text = ("sampling, " if kwargs["do_sample"] else "greedy, ") + ", ".join(
         f"{k}={v}" for k, v in shown.items())  # fmt: skip
     return text + (f", repetition_stop={stop}" if stop else "")
+
+
+def sharded_generation(strategy) -> dict:
+    """{"synced_gpus": True} when the running strategy shards the parameters over ranks
+    (DeepSpeed ZeRO-3, FSDP): every rank then keeps stepping until the longest generation of
+    any rank ends, since each forward pass gathers parameters from all of them (a rank that
+    stopped early would leave the others waiting for ever). Else {}."""
+    sharded = isinstance(strategy, FSDPStrategy) or getattr(strategy, "zero_stage_3", False)
+    return {"synced_gpus": True} if sharded and torch.distributed.is_initialized() else {}

@@ -28,7 +28,12 @@ from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStr
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
-from omniquality_r.stages.common import data_splits, lightning_trainer, resume_path
+from omniquality_r.stages.common import (
+    data_splits,
+    lightning_trainer,
+    resume_path,
+    trainer_node,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DDP_APP = Path(__file__).with_name("ddp_app.py")
@@ -95,10 +100,25 @@ def test_launcher_and_trainer_configs():
         node = OmegaConf.to_container(trainers[name].strategy)
         assert get_class(node.pop("_target_")) is cls
         inspect.signature(cls).bind(**node)
-    assert [trainers[f"deepspeed_zero{z}"].strategy.stage for z in (2, 3)] == [2, 3]
+    stages = [trainers[f"deepspeed_zero{z}"].strategy.config.zero_optimization.stage
+              for z in (2, 3)]  # fmt: skip
+    assert stages == [2, 3]
     assert isinstance(instantiate(trainers["ddp"].strategy), DDPStrategy)
-    ds = composed(["trainer=deepspeed_zero3", "+trainer.strategy.config.train_batch_size=64"])
-    assert ds.trainer.strategy.config == {"train_batch_size": 64}  # a DeepSpeed config dict
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_grpo_clipping_reaches_deepspeeds_engine(zero):
+    """DeepSpeed clips inside its engine (GRPO's manual clip is a no-op there): stage=grpo's
+    Trainer node hands algo.grad_clip to the DeepSpeed config; other strategies unchanged."""
+    cfg = composed(["stage=grpo", f"trainer=deepspeed_zero{zero}", "algo.grad_clip=0.7"])
+    node = OmegaConf.to_container(trainer_node(cfg, cfg.algo.grad_clip).strategy)
+    assert node["config"]["gradient_clipping"] == 0.7
+    assert node["config"]["zero_optimization"]["stage"] == zero
+    assert "gradient_clipping" not in cfg.trainer.strategy.config  # the composed config kept
+    assert get_class(node.pop("_target_")) is DeepSpeedStrategy
+    inspect.signature(DeepSpeedStrategy).bind(**node)
+    ddp = composed(["stage=grpo", "trainer=ddp"])
+    assert trainer_node(ddp, 1.0) == ddp.trainer
 
 
 def test_trainer_callbacks_and_optimiser_are_target_nodes_in_the_job_config():

@@ -30,9 +30,11 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from peft import PeftModel
 
 from ..data.records import Record, load_readable
+from ..decoding import sharded_generation
 from ..eval.evaluate import flat_metrics, metric_rows, predict
 from ..inference import PromptSpec, completion_mask, decode, encode_prompts
 from ..models.loading import vision_trainable
@@ -146,6 +148,19 @@ class SampleLog:
             self.path.write_text("".join(x for x in lines if json.loads(x)["rollout"] <= rollout))
 
 
+def clip_grad_norm(strategy, module: L.LightningModule, optimizer, max_norm: float) -> None:
+    """Clip the gradients to global norm `max_norm` under the running strategy: DeepSpeed
+    clips inside its engine (its config's gradient_clipping, which stage=grpo sets from
+    algo.grad_clip); FSDP shards the gradients, so its own clip_grad_norm_ takes the norm over
+    every shard; otherwise Lightning's clip_gradients (all-reduced gradients under DDP)."""
+    if max_norm <= 0 or isinstance(strategy, DeepSpeedStrategy):
+        return
+    if isinstance(strategy, FSDPStrategy):
+        strategy.model.clip_grad_norm_(max_norm)
+        return
+    module.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
+
+
 def rollout_seed(seed: int, rank: int, rollout: int) -> int:
     """The seed of one rollout's sampling: numpy's SeedSequence of (seed, rank, rollout)."""
     return int(np.random.SeedSequence([seed, rank, rollout]).generate_state(1)[0])
@@ -234,7 +249,8 @@ class GRPOModule(L.LightningModule):
         was_training = self.model.training
         self.model.eval()
         features = image_features(self.model, inputs)
-        ids = generate_groups(self.model, self.processor, inputs, features, G, s.generation)
+        generation = {**s.generation, **sharded_generation(self.trainer.strategy)}
+        ids = generate_groups(self.model, self.processor, inputs, features, G, generation)
         self.model.train(was_training)
         mask = completion_mask(ids, self.processor.tokenizer.eos_token_id).to(ids.device)
         texts = decode(self.processor, ids)
@@ -419,7 +435,7 @@ class GRPOModule(L.LightningModule):
                 self.manual_backward(loss * share * world)  # DDP averages over the ranks
                 for key, v in mstats.items():
                     acc.setdefault(key, []).append(float(v))
-            self.clip_gradients(opt, gradient_clip_val=s.grad_clip, gradient_clip_algorithm="norm")
+            clip_grad_norm(self.trainer.strategy, self, opt, s.grad_clip)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -507,8 +523,9 @@ class GRPOModule(L.LightningModule):
 
     # ------------------------------------------------------------- validation
     def validation_step(self, records: list[Record], batch_idx: int):
+        generation = {**self.s.val_generation, **sharded_generation(self.trainer.strategy)}
         rows, _ = predict(self.model, self.processor, records, instructions=self.instructions,
-                          system_prompt=self.system_prompt, generation=self.s.val_generation,
+                          system_prompt=self.system_prompt, generation=generation,
                           batch_size=len(records), desc=None)  # fmt: skip
         self._val_rows.extend(rows)
 

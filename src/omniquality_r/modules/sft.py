@@ -32,6 +32,7 @@ import torch
 
 from ..data.collate import IGNORE_INDEX
 from ..data.records import Record
+from ..decoding import sharded_generation
 from ..eval.evaluate import flat_metrics, metric_rows, predict
 from ..models.loading import count_parameters, save_checkpoint, vision_trainable
 from ..models.shared_prefix import (
@@ -176,9 +177,10 @@ class SFTModule(L.LightningModule):
                 log.warning("SFT targets reach %d tokens but validation generates at most %d: "
                             "raise decoding.max_new_tokens", self.longest_target,
                             self.generation["max_new_tokens"])  # fmt: skip
+            generation = {**self.generation, **sharded_generation(self.trainer.strategy)}
             rows, _ = predict(self.model, self.processor, self.val_records,
                               instructions=self.instructions, system_prompt=self.system_prompt,
-                              generation=self.generation, readouts=self.readouts,
+                              generation=generation, readouts=self.readouts,
                               batch_size=self.val_batch_size, desc="val")  # fmt: skip
             metrics = {r: metric_rows(rows, r) for r in self.readouts}
             self.log_dict(flat_metrics(metrics, prefix="val"))

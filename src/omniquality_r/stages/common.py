@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..console import ProgressLines, interactive
 from ..data.build import build_splits
@@ -107,11 +108,30 @@ def trainable(cfg: DictConfig, model):
     return model
 
 
-def lightning_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
+def trainer_node(cfg: DictConfig, engine_grad_clip: float | None = None) -> DictConfig:
+    """cfg.trainer, with a DeepSpeed strategy's `config.gradient_clipping` set to
+    `engine_grad_clip` when given: DeepSpeed clips inside its engine, where a module's manual
+    clip_gradients does nothing (GRPO passes algo.grad_clip; SFT's Trainer gradient_clip_val
+    reaches DeepSpeed through Lightning)."""
+    node = cfg.trainer
+    strategy = node.get("strategy")
+    deepspeed = isinstance(strategy, DictConfig) and str(strategy.get("_target_", "")).endswith(
+        "DeepSpeedStrategy")  # fmt: skip
+    if engine_grad_clip is None or not deepspeed:
+        return node
+    node = copy.deepcopy(node)
+    with open_dict(node):
+        node.strategy.config.gradient_clipping = float(engine_grad_clip)
+    return node
+
+
+def lightning_trainer(cfg: DictConfig, engine_grad_clip: float | None = None,
+                      **kwargs) -> L.Trainer:  # fmt: skip
     """The Lightning Trainer of the `trainer` group (`_target_`; its strategy may be a node
-    too, e.g. DeepSpeed with a config dict) with the `logger` and `callbacks` groups and the
-    stage's kwargs (budget, clipping); `precision: auto` resolved per machine."""
-    t = cfg.trainer
+    too, e.g. DeepSpeed with a config dict; `engine_grad_clip`: trainer_node) with the
+    `logger` and `callbacks` groups and the stage's kwargs (budget, clipping);
+    `precision: auto` resolved per machine."""
+    t = trainer_node(cfg, engine_grad_clip)
     precision = resolve_precision(t.precision, t.accelerator)
     log.info("%s: precision %s (trainer.precision=%s; %s)", cfg.stage.name, precision,
              t.precision, describe_device(t.accelerator))  # fmt: skip

@@ -105,7 +105,8 @@ def grpo_stage(cfg: DictConfig) -> dict:
     policy = trainable(cfg, policy)
     reward = REWARDS[cfg.reward.name]
     params = OmegaConf.to_container(cfg.reward.params, resolve=True)
-    trainer = lightning_trainer(cfg, max_epochs=cfg.stage.episodes, num_sanity_val_steps=0,
+    trainer = lightning_trainer(cfg, engine_grad_clip=cfg.algo.grad_clip,
+                                max_epochs=cfg.stage.episodes, num_sanity_val_steps=0,
                                 log_every_n_steps=1, use_distributed_sampler=False)  # fmt: skip
     budget = rollout_budget(cfg, len(train), trainer.world_size)  # world size: from the Trainer
     trainer.val_check_interval = min(cfg.stage.val_check_interval, budget["per_episode"])
