@@ -8,9 +8,10 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from PIL import Image
 
-from omniquality_r.decoding import describe_generation, generation_kwargs, sharded_generation
+from omniquality_r.decoding import describe_generation, generation_kwargs
 from omniquality_r.inference import PromptSpec, encode_prompts, generate
 from omniquality_r.models.shared_prefix import image_features
+from omniquality_r.modules.checkpoint import generation_under
 from omniquality_r.rl.rollout import generate_groups
 
 SAMPLE = {"do_sample": True, "temperature": 1.0, "max_new_tokens": 6}
@@ -88,14 +89,14 @@ def process_group(tmp_path):
 
 def test_sharded_strategies_generate_in_lockstep(process_group, qwen_like):
     fsdp = FSDPStrategy(parallel_devices=[torch.device("cpu")])
-    assert sharded_generation(fsdp) == {"synced_gpus": True}
-    assert sharded_generation(DDPStrategy(parallel_devices=[torch.device("cpu")])) == {}
+    assert generation_under(fsdp, SAMPLE) == {**SAMPLE, "synced_gpus": True}
+    assert generation_under(DDPStrategy(parallel_devices=[torch.device("cpu")]), SAMPLE) == SAMPLE
     model, processor, inputs = qwen_like  # the rollout path runs with synced_gpus
     with torch.no_grad():
         ids = generate_groups(model, processor, inputs, image_features(model, inputs), 2,
-                              {**SAMPLE, **sharded_generation(fsdp)})  # fmt: skip
+                              generation_under(fsdp, SAMPLE))  # fmt: skip
     assert ids.shape[0] == 2
 
 
 def test_no_lockstep_without_a_process_group():
-    assert sharded_generation(FSDPStrategy()) == {}
+    assert generation_under(FSDPStrategy(), SAMPLE) == SAMPLE

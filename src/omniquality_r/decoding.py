@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
 
 NEUTRAL = {
     "temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "typical_p": 1.0,
@@ -60,10 +59,10 @@ def describe_generation(settings: Mapping) -> str:
     return text + (f", repetition_stop={stop}" if stop else "")
 
 
-def sharded_generation(strategy) -> dict:
+def sharded_generation(sharded: bool) -> dict:
     """{"synced_gpus": True} when the running strategy shards the parameters over ranks
-    (DeepSpeed ZeRO-3, FSDP): every rank then keeps stepping until the longest generation of
-    any rank ends, since each forward pass gathers parameters from all of them (a rank that
-    stopped early would leave the others waiting for ever). Else {}."""
-    sharded = isinstance(strategy, FSDPStrategy) or getattr(strategy, "zero_stage_3", False)
+    (DeepSpeed ZeRO-3, FSDP: modules/checkpoint.shards_parameters): every rank then keeps
+    stepping until the longest generation of any rank ends, since each forward pass gathers
+    parameters from all of them (a rank that stopped early would leave the others waiting
+    for ever). Else {}."""
     return {"synced_gpus": True} if sharded and torch.distributed.is_initialized() else {}

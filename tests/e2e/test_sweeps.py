@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 from omniquality_r.stages.common import (
+    configured_model,
     data_splits,
     lightning_trainer,
     resume_path,
@@ -144,6 +145,17 @@ def test_trainer_saves_last_checkpoint_for_a_rerun_to_resume(tmp_path):
     (tmp_path / "checkpoints").mkdir(exist_ok=True)
     (tmp_path / "checkpoints" / "last.ckpt").touch()
     assert resume_path(trainer) == str(tmp_path / "checkpoints" / "last.ckpt")
+
+
+def test_training_stages_leave_placement_to_lightning(tiny_path):
+    """SFT and GRPO load with on_device=False: Lightning places the model on each rank's
+    device (every rank's policy and reference on cuda:0 otherwise)."""
+    cfg = composed(["trainer=gpu", f"model.path={tiny_path}"])
+    model, _ = configured_model(cfg, on_device=False)
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    if not torch.cuda.is_available():
+        with pytest.raises((AssertionError, RuntimeError)):  # .to("cuda") on a CPU-only torch
+            configured_model(cfg)
 
 
 def test_wandb_run_id_follows_the_run_folder(tmp_path):

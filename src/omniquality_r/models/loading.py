@@ -101,15 +101,16 @@ def count_parameters(model) -> dict[str, int]:
     return {"total": total, "trainable": trainable}
 
 
-def save_checkpoint(model, processor, path: str | Path) -> Path:
+def save_checkpoint(model, processor, path: str | Path, state_dict: dict | None = None) -> Path:
     """Write the one checkpoint format every stage reads: a Hugging Face folder with the model
     and its processor. A LoRA model also keeps its adapter under `adapter/`; the folder itself
-    holds the merged model, so `load_model(path)` works either way."""
+    holds the merged model, so `load_model(path)` works either way. `state_dict`: the full
+    weights where the live model holds a shard only (stages/common.save_trained)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if isinstance(model, PeftModel):
         model.save_pretrained(path / "adapter")
         model = copy.deepcopy(model).merge_and_unload()  # the live model keeps its adapter
-    model.save_pretrained(path)
+    model.save_pretrained(path, state_dict=state_dict)
     processor.save_pretrained(path)
     return path

@@ -1,13 +1,21 @@
-"""The training stages' checkpoint callback (conf/callbacks/default.yaml)."""
+"""Checkpoints of the training stages: the Lightning callback (conf/callbacks/default.yaml)
+with what exact resume needs, and the Hugging Face folder of a trained model."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import FSDPStrategy
+from peft import PeftModel
+
+from ..decoding import sharded_generation
+from ..models.loading import save_checkpoint
+from ..settings import ConfigError
 
 
 def rng_states() -> dict:
@@ -55,3 +63,35 @@ class LastCheckpoint(ModelCheckpoint):
         super().load_state_dict(state)
         if rng is not None:
             set_rng_states(rng)
+
+
+def shards_parameters(strategy) -> bool:
+    """DeepSpeed ZeRO-3 and FSDP keep each rank's shard of the weights only."""
+    return isinstance(strategy, FSDPStrategy) or bool(getattr(strategy, "zero_stage_3", False))
+
+
+def generation_under(strategy, generation: dict) -> dict:
+    """`generation` settings plus what the strategy needs (decoding.sharded_generation)."""
+    return {**generation, **sharded_generation(shards_parameters(strategy))}
+
+
+def save_trained(trainer, model, processor, path: Path) -> None:
+    """The Hugging Face checkpoint of a trained model, written by rank 0 alone. Where the
+    strategy shards the weights they are gathered first (every rank takes part): DeepSpeed
+    ZeRO-3 through its engine's consolidated 16-bit state dict
+    (stage3_gather_16bit_weights_on_model_save, set in conf/trainer), FSDP through
+    Lightning's full state-dict context."""
+    state = None
+    if shards_parameters(trainer.strategy):
+        if isinstance(model, PeftModel):
+            raise ConfigError("a LoRA model under ZeRO-3/FSDP cannot be saved as one Hugging "
+                              "Face folder here: use trainer=deepspeed_zero2 or ddp with LoRA")
+        strategy = trainer.strategy
+        full = (strategy.model._zero3_consolidated_16bit_state_dict()
+                if getattr(strategy, "zero_stage_3", False)
+                else strategy.lightning_module_state_dict())  # fmt: skip
+        full = {k.removeprefix("_forward_module."): v for k, v in full.items()}
+        state = {k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")}
+    if trainer.is_global_zero:
+        save_checkpoint(model, processor, path, state_dict=state)
+    trainer.strategy.barrier("save_trained")

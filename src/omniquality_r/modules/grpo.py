@@ -34,7 +34,6 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from peft import PeftModel
 
 from ..data.records import Record, load_readable
-from ..decoding import sharded_generation
 from ..eval.evaluate import flat_metrics, metric_rows, predict
 from ..inference import PromptSpec, completion_mask, decode, encode_prompts
 from ..models.loading import vision_trainable
@@ -52,6 +51,7 @@ from ..rl.rollout import (
     select_prompts,
     token_logprobs_and_entropy,
 )
+from .checkpoint import generation_under
 from .optim import optimizer_with_schedule
 
 
@@ -194,6 +194,7 @@ class GRPOModule(L.LightningModule):
         self._val_rows: list[dict] = []
         self.skipped_images = 0
         self.rollouts = 0  # rollouts trained on (the prompt batches' resume position)
+        self.completions = 0  # sampled on this rank
 
     # ----------------------------------------------------------- checkpoints
     # The reference stays a submodule (FSDP/ZeRO-3 shard it with the policy) but not in
@@ -206,7 +207,8 @@ class GRPOModule(L.LightningModule):
         for key in [k for k in state if k.startswith("ref_model.")]:
             del state[key]
         checkpoint["grpo"] = {"rollouts": self.rollouts, "refill_pos": self._refill_pos,
-                              "skipped_images": self.skipped_images}  # fmt: skip
+                              "skipped_images": self.skipped_images,
+                              "completions": self.completions}  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.ref_model is not None and "state_dict" in checkpoint:
@@ -217,6 +219,7 @@ class GRPOModule(L.LightningModule):
             counters = checkpoint["grpo"]
             self.rollouts, self._refill_pos = counters["rollouts"], counters["refill_pos"]
             self.skipped_images = counters["skipped_images"]
+            self.completions = counters.get("completions", 0)
             if self._samples is not None:
                 self._samples.rewind(self.rollouts)
 
@@ -249,9 +252,10 @@ class GRPOModule(L.LightningModule):
         was_training = self.model.training
         self.model.eval()
         features = image_features(self.model, inputs)
-        generation = {**s.generation, **sharded_generation(self.trainer.strategy)}
+        generation = generation_under(self.trainer.strategy, s.generation)
         ids = generate_groups(self.model, self.processor, inputs, features, G, generation)
         self.model.train(was_training)
+        self.completions += ids.shape[0]
         mask = completion_mask(ids, self.processor.tokenizer.eos_token_id).to(ids.device)
         texts = decode(self.processor, ids)
         mos = torch.tensor([r.mos for r in records for _ in range(G)], dtype=torch.float32)
@@ -523,7 +527,7 @@ class GRPOModule(L.LightningModule):
 
     # ------------------------------------------------------------- validation
     def validation_step(self, records: list[Record], batch_idx: int):
-        generation = {**self.s.val_generation, **sharded_generation(self.trainer.strategy)}
+        generation = generation_under(self.trainer.strategy, self.s.val_generation)
         rows, _ = predict(self.model, self.processor, records, instructions=self.instructions,
                           system_prompt=self.system_prompt, generation=generation,
                           batch_size=len(records), desc=None)  # fmt: skip

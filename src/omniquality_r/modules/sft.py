@@ -32,9 +32,8 @@ import torch
 
 from ..data.collate import IGNORE_INDEX
 from ..data.records import Record
-from ..decoding import sharded_generation
 from ..eval.evaluate import flat_metrics, metric_rows, predict
-from ..models.loading import count_parameters, save_checkpoint, vision_trainable
+from ..models.loading import count_parameters, vision_trainable
 from ..models.shared_prefix import (
     common_prefix_length,
     hidden_after_prefix,
@@ -42,6 +41,7 @@ from ..models.shared_prefix import (
     lm_logits,
 )
 from ..precision import trainer_device
+from .checkpoint import generation_under, save_trained
 from .optim import optimizer_with_schedule
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class SFTModule(L.LightningModule):
                 log.warning("SFT targets reach %d tokens but validation generates at most %d: "
                             "raise decoding.max_new_tokens", self.longest_target,
                             self.generation["max_new_tokens"])  # fmt: skip
-            generation = {**self.generation, **sharded_generation(self.trainer.strategy)}
+            generation = generation_under(self.trainer.strategy, self.generation)
             rows, _ = predict(self.model, self.processor, self.val_records,
                               instructions=self.instructions, system_prompt=self.system_prompt,
                               generation=generation, readouts=self.readouts,
@@ -221,8 +221,8 @@ def train_sft(module: SFTModule, trainer: L.Trainer, train_loader, val_loader, o
         "final": {k: float(v) if math.isfinite(v) else None  # strict JSON: NaN -> null
                   for k, v in trainer.callback_metrics.items()},
     }
+    save_trained(trainer, module.model, module.processor, Path(out_dir))
     if trainer.is_global_zero:
-        out = save_checkpoint(module.model, module.processor, out_dir)
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
-        log.info("SFT checkpoint and train_summary.json written to %s", out)
+        (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("SFT checkpoint and train_summary.json written to %s", out_dir)
     return summary

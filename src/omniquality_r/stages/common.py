@@ -82,9 +82,11 @@ def tiny_model_path(cfg: DictConfig) -> str:
     return str(ensure_perception(base, perception, spec["image_size"])) if perception else base
 
 
-def configured_model(cfg: DictConfig, path: str | None = None):
-    """The configured model (or the checkpoint at `path`) and its processor. A stage's run
-    folder stands for its checkpoint (`init_from=<run>/sft` = `<run>/sft/checkpoint`)."""
+def configured_model(cfg: DictConfig, path: str | None = None, on_device: bool = True):
+    """The configured model (or the checkpoint at `path`) and its processor, on the trainer's
+    device; `on_device=False` (training stages) leaves it on the CPU for Lightning to place
+    on each rank's device (or shard). A stage's run folder stands for its checkpoint
+    (`init_from=<run>/sft` = `<run>/sft/checkpoint`)."""
     m = cfg.model
     path = path or cfg.init_from or m.path
     if path and (Path(path) / CHECKPOINT / "config.json").is_file():
@@ -95,7 +97,7 @@ def configured_model(cfg: DictConfig, path: str | None = None):
         gradient_checkpointing=m.gradient_checkpointing, min_pixels=m.min_pixels,
         max_pixels=m.max_pixels,
     )  # fmt: skip
-    return model.to(device_of(cfg.trainer)), processor
+    return (model.to(device_of(cfg.trainer)) if on_device else model), processor
 
 
 def trainable(cfg: DictConfig, model):

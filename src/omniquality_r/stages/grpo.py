@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from ..data.batches import EpochBatches
 from ..data.records import from_row
 from ..decoding import describe_generation
-from ..models.loading import save_checkpoint
+from ..modules.checkpoint import save_trained
 from ..modules.grpo import GRPOModule, GRPOSettings, SampleLog
 from ..precision import trainer_device
 from ..rewards import REWARDS
@@ -90,8 +90,10 @@ def reference_model(cfg: DictConfig, policy):
                               "init_from model): set algo.kl.reference=init or start from the "
                               "SFT checkpoint")  # fmt: skip
         return None
-    ref = configured_model(cfg, str(cfg.stage.sft_checkpoint))[0] if sft else copy.deepcopy(policy)
-    return ref.eval().requires_grad_(False)
+    if sft:
+        return configured_model(cfg, str(cfg.stage.sft_checkpoint), on_device=False)[0].eval(
+            ).requires_grad_(False)  # fmt: skip
+    return copy.deepcopy(policy).eval().requires_grad_(False)
 
 
 def grpo_stage(cfg: DictConfig) -> dict:
@@ -100,7 +102,7 @@ def grpo_stage(cfg: DictConfig) -> dict:
     splits = data_splits(cfg)
     train = [from_row(r) for r in splits["train"]]
     val = first_per_task([from_row(r) for r in splits["val"]], cfg.stage.val_per_task)
-    policy, processor = configured_model(cfg)
+    policy, processor = configured_model(cfg, on_device=False)
     ref = reference_model(cfg, policy)
     policy = trainable(cfg, policy)
     reward = REWARDS[cfg.reward.name]
@@ -129,17 +131,18 @@ def grpo_stage(cfg: DictConfig) -> dict:
     start = time.time()
     trainer.fit(module, loader, val_loader, ckpt_path=resume_path(trainer))
     wall = time.time() - start
-    save_checkpoint(module.model, processor, out / CHECKPOINT)
+    save_trained(trainer, module.model, processor, out / CHECKPOINT)
     summary = {
         "rollouts": module.rollouts,
         "optimizer_steps": trainer.global_step,
         "wall_s": wall,
         "skipped_images": module.skipped_images,
-        "completions": module.rollouts * cfg.algo.prompts_per_step * cfg.algo.group_size,
+        "completions": module.completions * trainer.world_size,  # this rank's x ranks
         "device": trainer_device(trainer),
         **{k: float(v) for k, v in trainer.callback_metrics.items()},
     }
-    (out / CHECKPOINT / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if trainer.is_global_zero:
+        (out / CHECKPOINT / "train_summary.json").write_text(json.dumps(summary, indent=2))
     finish_logging(trainer)
     log.info("GRPO: %d rollouts, %d optimiser steps in %.0f s; checkpoint %s", module.rollouts,
              trainer.global_step, wall, out / CHECKPOINT)  # fmt: skip

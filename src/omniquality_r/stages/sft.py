@@ -37,7 +37,7 @@ def sft_stage(cfg: DictConfig) -> dict:
     val = [r for r in rows if r["split"] == "val"]
     if not train:
         raise ValueError(f"{s.cot_path}: no rows of split 'train'")
-    model, processor = configured_model(cfg)
+    model, processor = configured_model(cfg, on_device=False)
     collate = functools.partial(collate_sft, processor, instructions=instructions_of(cfg),
                                 system_prompt=cfg.system_prompt, keep_plan=s.keep_plan,
                                 max_length=s.max_length, cache={})  # fmt: skip
