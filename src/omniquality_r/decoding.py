@@ -23,8 +23,8 @@ NEUTRAL = {
 GREEDY_UNSET = ("top_k", "min_p")
 # Passed through as given: constrained decoding (prefix_allowed_tokens_fn), and synced_gpus
 # (sharded_generation) among them.
-KEYS = ("do_sample", "max_new_tokens", "num_return_sequences", "prefix_allowed_tokens_fn",
-        "synced_gpus", *NEUTRAL)  # fmt: skip
+KEYS = ("do_sample", "max_new_tokens", "min_new_tokens", "num_return_sequences",
+        "prefix_allowed_tokens_fn", "synced_gpus", *NEUTRAL)  # fmt: skip
 
 
 def generation_kwargs(settings: Mapping) -> dict:

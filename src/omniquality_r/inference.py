@@ -28,13 +28,12 @@ from dataclasses import dataclass
 
 import torch
 from PIL import Image
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteria
 
-from .decoding import generation_kwargs
 from .models.loading import base_model
 from .models.shared_prefix import image_features
 from .prompts import SCORE_RANGE, build_messages, parse_answer, read_answer
-from .rl.rollout import completion_logits, group_rows, select_prompts
+from .rl.rollout import completion_logits, generate_groups, group_rows, select_prompts
 
 READOUTS = ("greedy", "expectation")
 _DIGITS_RE = re.compile(r"\d\.\d\d")
@@ -96,16 +95,14 @@ class RepetitionStop(StoppingCriteria):
 @torch.no_grad()
 def generate(model, processor, inputs: dict, generation: dict,
              stopping: Sequence[StoppingCriteria] = ()) -> torch.Tensor:  # fmt: skip
-    """Generate completions (KV cache on) with `generation` made explicit (decoding.py, so a
-    checkpoint's generation_config.json changes nothing); returns the new token ids,
-    right-padded with pad."""
+    """`generation["num_return_sequences"]` (default 1) completions per prompt by the one
+    generation path, rl/rollout.generate_groups (each image encoded and each prompt prefilled
+    once; settings made explicit, decoding.py); the new token ids, right-padded with pad."""
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
-    tok = processor.tokenizer
-    extra = {"stopping_criteria": StoppingCriteriaList(stopping)} if stopping else {}
-    out = model.generate(**inputs, **generation_kwargs(generation), **extra,
-                         pad_token_id=tok.pad_token_id,
-                         eos_token_id=tok.eos_token_id)  # fmt: skip
-    return out[:, inputs["input_ids"].shape[1] :]
+    generation = dict(generation)
+    n = generation.pop("num_return_sequences", 1)
+    return generate_groups(model, processor, inputs, image_features(model, inputs), n,
+                           generation, stopping)  # fmt: skip
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
-from transformers import DynamicCache
+from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..decoding import generation_kwargs
@@ -50,18 +50,22 @@ def expand_rows(prompt_inputs: dict, prompt_of: Tensor) -> dict:
 @torch.no_grad()
 def generate_groups(
     model, processor, prompt_inputs: dict, features: Sequence[Tensor], group_size: int,
-    generation: dict,
+    generation: dict, stopping: Sequence[StoppingCriteria] = (),
 ) -> Tensor:  # fmt: skip
-    """G sampled completions per prompt, [P*G, T] right-padded with pad after eos. Each
+    """G completions per prompt, [P*G, T] right-padded with pad after eos: the project's one
+    generation path (GRPO rollouts; eval, scoring and the hf teacher through
+    inference.generate), so another engine (e.g. vLLM on a GPU cluster) plugs in here. Each
     prompt but its last token is prefilled once (prefill_groups), so `generate` starts from
     the group's key/value cache: the same sampling as generating from G copies. `generation`
-    is made explicit (decoding.py): a checkpoint's generation_config.json changes nothing."""
+    is made explicit (decoding.py): a checkpoint's generation_config.json changes nothing;
+    `stopping`: extra stopping criteria (inference.RepetitionStop)."""
     tok = processor.tokenizer
     rows = expand_rows(prompt_inputs, group_rows(len(features), group_size))
     cache = prefill_groups(model, prompt_inputs, features, group_size)
+    extra = {"stopping_criteria": StoppingCriteriaList(stopping)} if stopping else {}
     out = model.generate(
         input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
-        cache=cache, **generation_kwargs(generation), pad_token_id=tok.pad_token_id,
+        cache=cache, **generation_kwargs(generation), **extra, pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
     )  # fmt: skip
     return out[:, rows["input_ids"].shape[1]:]
