@@ -42,7 +42,8 @@ def throughput(name: str, step: dict) -> str:
         return f"{result['samples_per_s']:.1f} samples/s ({result['steps']} steps)"
     if name.startswith("grpo"):
         rate = result["completions"] / result["wall_s"]
-        return f"{rate:.1f} completions/s ({result['steps']} steps)"
+        return (f"{rate:.1f} completions/s ({result['rollouts']} rollouts, "
+                f"{result['optimizer_steps']} optimiser steps)")
     if name == "cot":
         return f"{result['records'] / wall:.1f} records/s" if "records" in result else ""
     if name.startswith("eval"):

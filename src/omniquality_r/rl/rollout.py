@@ -127,21 +127,28 @@ def token_logprobs(logits: Tensor, ids: Tensor) -> Tensor:
     return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
+CHUNK_LOGITS = 2**26  # float32 logits per chunk: 256 MB
+
+
 def token_logprobs_and_entropy(
-    model, hidden: Tensor, ids: Tensor, chunk_size: int = 32
+    model, hidden: Tensor, ids: Tensor, chunk_size: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """(log p(ids) [B, T], entropy H [B, T], rl/gate.token_entropy, without gradient) from
     `hidden` (completion_hidden) with the output layer applied to `chunk_size` positions at
-    a time, under activation checkpointing when gradients flow: only [B, chunk, V] float32
-    logits exist at once, in the forward pass and when the backward recomputes them (never
-    the full-vocabulary [B, T, V] tensor: 151k tokens x 256 positions x 64 rows is 10 GB)."""
+    a time (default: as many as keep a chunk's float32 logits under CHUNK_LOGITS elements),
+    under activation checkpointing when gradients flow and there is more than one chunk:
+    only [B, chunk, V] logits exist at once, in the forward pass and when the backward
+    recomputes them (never the full-vocabulary [B, T, V] tensor: 151k tokens x 256
+    positions x 64 rows is 10 GB)."""
     head = base_model(model).lm_head
+    B, T = ids.shape
+    chunk = chunk_size or max(1, CHUNK_LOGITS // (B * head.out_features))
 
     def part(h: Tensor, i: Tensor) -> tuple[Tensor, Tensor]:
         logits = head(h)
         return token_logprobs(logits, i), token_entropy(logits.detach(), chunk_size=h.shape[1])
 
-    grad = torch.is_grad_enabled() and hidden.requires_grad
+    grad = torch.is_grad_enabled() and hidden.requires_grad and chunk < T
     outs = [checkpoint(part, h, i, use_reentrant=False) if grad else part(h, i)
-            for h, i in zip(hidden.split(chunk_size, 1), ids.split(chunk_size, 1))]  # fmt: skip
+            for h, i in zip(hidden.split(chunk, 1), ids.split(chunk, 1))]  # fmt: skip
     return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)
