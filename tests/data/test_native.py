@@ -15,6 +15,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from omniquality_r.data.build import build_splits, load_sources
 from omniquality_r.data.native import LOADERS
 from omniquality_r.data.records import DataError, Record, assign_splits, write_manifest
 
@@ -290,11 +291,17 @@ def test_livec_keeps_training_images_on_request(tmp_path):
     assert records[0].image == str(tmp_path / "Images" / "trainingImages" / "t1.bmp")
 
 
-def test_tad66k_official_test_split(tmp_path):
+def test_tad66k_official_test_split_is_a_test_only_source(tmp_path):
     spec = BY_NAME["tad66k"]
     write_fixture(tmp_path, replace(spec, file="labels/merge/test.csv"))
-    records = LOADERS["tad66k"](tmp_path, csv="labels/merge/test.csv", split="test")
+    source = {"loader": "tad66k", "root": str(tmp_path), "csv": "labels/merge/test.csv",
+              "split": "test"}  # fmt: skip
+    records = load_sources({"tad66k_test": source})
     assert [r.split for r in records] == ["test", "test"]
+    splits = build_splits({"tad66k_test": source}, ["aesthetic"], seed=0, val=0.1, test=0.2)
+    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (0, 0, 2)
+    with pytest.raises(DataError, match="data source 'tad66k_test': split 'eval'"):
+        load_sources({"tad66k_test": {**source, "split": "eval"}})
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
@@ -404,3 +411,23 @@ def test_assign_splits_keeps_reference_images_together():
     assert {r.split for r in splits} == {"train", "val", "test"}
     assert split_of(0) == split_of(0)
     assert split_of(0) != split_of(1)
+
+
+def test_a_whole_dataset_can_be_split_into_val_and_test_alone():
+    splits = assign_splits(kadid_like(), seed=0, val=0.5, test=0.5)
+    assert {r.split for r in splits} == {"val", "test"}
+    with pytest.raises(DataError, match="sum to at most 1"):
+        assign_splits(kadid_like(), seed=0, val=0.6, test=0.5)
+
+
+def test_the_split_seed_does_not_follow_the_training_seed():
+    """A seed sweep varies training only: every data config keeps its own split seed."""
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    names = sorted(p.stem for p in (conf / "data").glob("*.yaml"))
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for name in names:
+            seeds = {compose("config", overrides=[f"data={name}", f"seed={s}"]).data.split.seed
+                     for s in (0, 1, 7)}  # fmt: skip
+            assert seeds == {0}, name

@@ -1,13 +1,16 @@
 """Assemble the configured sources into train/val/test `datasets`.
 
-A source is `{loader: <name>, <loader options>}`; several sources make a mix
-(datasets and tasks in one training set). Records of unselected tasks are
-dropped, then splits are assigned by content group (records.assign_splits).
+A source is `{loader: <name>, [split: train|val|test], <loader options>}`; several sources
+make a mix (datasets and tasks in one training set). A source with a `split` goes whole into
+that split (a test-only dataset, a cross-dataset test, an official test file); the others are
+split by content group, reproducibly from data.split.seed (records.assign_splits). Records of
+unselected tasks are dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import datasets
 
@@ -27,10 +30,15 @@ def load_sources(sources: Mapping[str, Mapping]) -> list[Record]:
     for name, source in sources.items():
         options = dict(source)
         loader = options.pop("loader", None)
+        split = options.pop("split", None) or ""
         if loader not in LOADERS:
             raise DataError(f"data source {name!r}: unknown loader {loader!r}; "
                             f"expected one of {sorted(LOADERS)}")  # fmt: skip
-        records.extend(LOADERS[loader](**options))
+        if split and split not in SPLITS:
+            raise DataError(f"data source {name!r}: split {split!r}; expected one of {SPLITS} "
+                            "(or none: a seeded split by content group)")  # fmt: skip
+        loaded = LOADERS[loader](**options)
+        records.extend(replace(r, split=split) if split else r for r in loaded)
     return records
 
 

@@ -1,7 +1,7 @@
 """Loaders for public IQA datasets in their native, as-downloaded layout.
 
 Each loader takes the dataset's root folder and returns `list[Record]` with
-split "" (TAD66K: the `split` option), ids "<dataset>/<image name>" and
+split "" (a source's `split` option assigns one: data/build.py), ids "<dataset>/<image name>" and
 absolute image paths. Every image's existence is checked; none is opened.
 
 MOS is mapped linearly to [0, 5] from the dataset's documented range:
@@ -110,7 +110,6 @@ def _record(
     suffix: str = "",
     prompt: str = "",
     group: str = "",
-    split: str = "",
 ) -> Record:
     """One validated record for image `folder / name`; `name` is the id and default group."""
     if not name:
@@ -124,7 +123,6 @@ def _record(
         mos_raw=float(raw),
         dataset=dataset,
         prompt=prompt,
-        split=split,
         group=group or name,
     )
     return validate_record(rec, where=where)
@@ -286,12 +284,11 @@ def load_tad66k(
     *,
     csv: str = "labels/merge/train.csv",
     image_dir: str = "images",
-    split: str = "",
 ) -> list[Record]:
     """TAD66K: score on [0, 10] from an (image, score) CSV.
 
-    The release ships `labels/merge/train.csv` and `labels/merge/test.csv`;
-    pass `csv="labels/merge/test.csv", split="test"` to load the official test set.
+    The release ships `labels/merge/train.csv` and `labels/merge/test.csv`; the official
+    test set is a source `{loader: tad66k, csv: labels/merge/test.csv, split: test}`.
     """
     root = _root(root)
     path = _annotation(root, csv)
@@ -304,7 +301,6 @@ def load_tad66k(
             "aesthetic",
             row["score"],
             f"{path}:{n}",
-            split=split,
         )
         for n, row in _read_csv(path, ("image", "score"))
     ]

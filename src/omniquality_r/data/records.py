@@ -172,8 +172,9 @@ def assign_splits(
     ceil(val*n) to val, the rest to train, so no content is shared across
     splits. Records that already carry a split keep it.
     """
-    if not (val >= 0.0 and test >= 0.0 and val + test < 1.0):
-        raise DataError(f"split fractions val={val}, test={test} must be >= 0 and sum below 1")
+    if not (val >= 0.0 and test >= 0.0 and val + test <= 1.0):
+        raise DataError(f"split fractions val={val}, test={test} must be >= 0 and sum to at "
+                        "most 1")  # fmt: skip
     keys = sorted({r.group or r.image for r in records if not r.split})
     order = np.random.default_rng(seed).permutation(len(keys))
     n_test = math.ceil(test * len(keys))
