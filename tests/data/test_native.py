@@ -431,3 +431,24 @@ def test_the_split_seed_does_not_follow_the_training_seed():
             seeds = {compose("config", overrides=[f"data={name}", f"seed={s}"]).data.split.seed
                      for s in (0, 1, 7)}  # fmt: skip
             assert seeds == {0}, name
+
+
+def test_koniq_official_split_from_its_sets_file(tmp_path):
+    """koniq10k_distributions_sets.csv: the scores file's columns plus `set`."""
+    spec = replace(BY_NAME["koniq"], file="koniq10k_distributions_sets.csv",
+                   header=(*KONIQ_HEADER, "set"),
+                   rows=tuple((*r, s) for r, s in zip(BY_NAME["koniq"].rows,
+                                                       ("training", "test"))))  # fmt: skip
+    write_fixture(tmp_path, spec)
+    options = {"csv": "koniq10k_distributions_sets.csv", "split_column": "set"}
+    records = LOADERS["koniq"](tmp_path, **options)
+    assert [(r.id, r.split) for r in records] == [("koniq/826373.jpg", "train"),
+                                                   ("koniq/10004473376.jpg", "test")]
+    assert [r.split for r in LOADERS["koniq"](tmp_path, csv=spec.file)] == ["", ""]
+    bad = replace(spec, rows=(spec.rows[0], (*spec.rows[1][:-1], "holdout")))
+    write_fixture(tmp_path, bad)
+    with pytest.raises(DataError, match=r"koniq10k_distributions_sets\.csv:3: split 'holdout'"):
+        LOADERS["koniq"](tmp_path, **options)
+    write_fixture(tmp_path, BY_NAME["koniq"])  # the scores file has no `set` column
+    with pytest.raises(DataError, match="set"):
+        LOADERS["koniq"](tmp_path, split_column="set")

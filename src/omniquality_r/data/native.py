@@ -32,6 +32,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from csv import DictReader
 from csv import Error as CsvError
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -132,20 +133,40 @@ def _cell(row: dict[str, str | None], column: str) -> str:
     return (row.get(column) or "").strip()
 
 
+OFFICIAL_SPLITS = {"training": "train", "train": "train", "validation": "val", "val": "val",
+                   "test": "test"}  # fmt: skip
+
+
+def official_split(value: str, where: str) -> str:
+    """A dataset's own split name (KonIQ-10k's `set` column: training / validation / test)
+    as a record split; anything else is a DataError naming the row and the value."""
+    split = OFFICIAL_SPLITS.get(value.strip().lower())
+    if split is None:
+        raise DataError(f"{where}: split {value!r} is not one of {sorted(OFFICIAL_SPLITS)}")
+    return split
+
+
 def load_koniq(
     root: str | Path,
     *,
     csv: str = "koniq10k_scores_and_distributions.csv",
     image_dir: str = "1024x768",
+    split_column: str | None = None,
 ) -> list[Record]:
-    """KonIQ-10k: MOS on [1, 5] from the scores-and-distributions CSV."""
+    """KonIQ-10k: MOS on [1, 5] from the scores-and-distributions CSV. The official split:
+    `csv=koniq10k_distributions_sets.csv split_column=set` (training / validation / test)."""
     root = _root(root)
     path = _annotation(root, csv)
     images = root / image_dir
-    return [
-        _record("koniq", images, _cell(row, "image_name"), "technical", row["MOS"], f"{path}:{n}")
-        for n, row in _read_csv(path, ("image_name", "MOS"))
-    ]
+    columns = ("image_name", "MOS", *([split_column] if split_column else []))
+    records = []
+    for n, row in _read_csv(path, columns):
+        where = f"{path}:{n}"
+        rec = _record("koniq", images, _cell(row, "image_name"), "technical", row["MOS"], where)
+        if split_column:
+            rec = replace(rec, split=official_split(_cell(row, split_column), where))
+        records.append(rec)
+    return records
 
 
 def load_spaq(
