@@ -105,7 +105,7 @@ def save_checkpoint(model, processor, path: str | Path, state_dict: dict | None 
     """Write the one checkpoint format every stage reads: a Hugging Face folder with the model
     and its processor. A LoRA model also keeps its adapter under `adapter/`; the folder itself
     holds the merged model, so `load_model(path)` works either way. `state_dict`: the full
-    weights where the live model holds a shard only (stages/common.save_trained)."""
+    weights where the live model holds a shard only (modules/checkpoint.save_trained)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if isinstance(model, PeftModel):

@@ -355,12 +355,11 @@ class GRPOModule(L.LightningModule):
             ro.loss_mask, ro.gate_kept = ro.loss_mask & keep, float(kept)
 
     def _gather_valid(self, values: torch.Tensor) -> torch.Tensor:
-        """A 1-D tensor of every rank's values (different lengths), for rollout-wide stats."""
-        if self.trainer.world_size == 1:
-            return values
-        sizes = self.all_gather(torch.tensor(values.numel(), device=values.device))
+        """A 1-D tensor of every rank's values (different lengths), for rollout-wide stats:
+        padded with NaN to the longest, gathered, the padding dropped."""
+        sizes = self._gather(torch.tensor(values.numel(), device=values.device))
         padded = F.pad(values, (0, int(sizes.max()) - values.numel()), value=float("nan"))
-        pooled = self.all_gather(padded).reshape(-1)
+        pooled = self._gather(padded).reshape(-1)
         return pooled[~pooled.isnan()]
 
     @contextlib.contextmanager

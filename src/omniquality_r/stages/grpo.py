@@ -7,7 +7,6 @@ import copy
 import functools
 import json
 import logging
-import math
 import time
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,6 +19,7 @@ from ..modules.checkpoint import save_trained
 from ..modules.grpo import GRPOModule, GRPOSettings, SampleLog
 from ..precision import trainer_device
 from ..rewards import REWARDS
+from ..rl.minibatch import steps_per_pass
 from ..settings import ConfigError, settings_from
 from .common import (
     CHECKPOINT,
@@ -65,7 +65,7 @@ def rollout_budget(cfg: DictConfig, n_train: int, world_size: int) -> dict[str, 
     rollouts = per_episode * cfg.stage.episodes
     if cfg.stage.max_rollouts > 0:
         rollouts = min(rollouts, cfg.stage.max_rollouts)
-    steps = a.num_iterations * math.ceil(P * G / B)  # per rank: P G / W rows, B / W per step
+    steps = a.num_iterations * steps_per_pass(P * G, B)  # the module's rule, unfiltered
     return {"per_episode": per_episode, "rollouts": rollouts, "steps_per_rollout": steps,
             "total_steps": rollouts * steps}  # fmt: skip
 
@@ -90,10 +90,9 @@ def reference_model(cfg: DictConfig, policy):
                               "init_from model): set algo.kl.reference=init or start from the "
                               "SFT checkpoint")  # fmt: skip
         return None
-    if sft:
-        return configured_model(cfg, str(cfg.stage.sft_checkpoint), on_device=False)[0].eval(
-            ).requires_grad_(False)  # fmt: skip
-    return copy.deepcopy(policy).eval().requires_grad_(False)
+    ref = (configured_model(cfg, str(cfg.stage.sft_checkpoint), on_device=False)[0] if sft
+           else copy.deepcopy(policy))  # fmt: skip
+    return ref.eval().requires_grad_(False)
 
 
 def grpo_stage(cfg: DictConfig) -> dict:
