@@ -16,12 +16,14 @@ from transformers.utils import logging as hf_logging
 from ..console import single_log_lines
 from ..eval.evaluate import json_safe
 from ..settings import ConfigError
+from .benchmark import benchmark_stage
 from .common import output_dir
 from .pipeline import STEP_STAGES, pipeline_stage
 from .score import score_stage, select_stage
 
 STAGES: dict[str, Callable[[DictConfig], dict]] = {
     "pipeline": pipeline_stage, **STEP_STAGES, "score": score_stage, "select": select_stage,
+    "benchmark": benchmark_stage,
 }  # fmt: skip  (the pipeline's steps, and the stages it does not run)
 
 

@@ -55,13 +55,15 @@ def instructions_of(cfg: DictConfig) -> dict[str, str]:
     return {name: task.instruction for name, task in cfg.task.items()}
 
 
-def data_splits(cfg: DictConfig):
+def data_splits(cfg: DictConfig, data: DictConfig | None = None):
+    """Train/val/test of the selected tasks from a `data` node (default cfg.data)."""
+    data = cfg.data if data is None else data
     return build_splits(
-        OmegaConf.to_container(cfg.data.sources, resolve=True),
+        OmegaConf.to_container(data.sources, resolve=True),
         list(cfg.task),
-        seed=cfg.data.split.seed,
-        val=cfg.data.split.val,
-        test=cfg.data.split.test,
+        seed=data.split.seed,
+        val=data.split.val,
+        test=data.split.test,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,12 +21,12 @@ from .common import (
 log = logging.getLogger(__name__)
 
 
-def eval_stage(cfg: DictConfig) -> dict:
-    """Generate on the evaluation split and report SRCC/PLCC/KRCC/RMSE per task and dataset."""
-    out = output_dir(cfg)
-    records = [from_row(r) for r in data_splits(cfg)[cfg.stage.split]]
+def evaluate_split(cfg: DictConfig, model, processor, data: DictConfig, out: Path) -> dict:
+    """Scores of `model` on `data`'s stage.split (stage.max_per_task records per task at
+    most): predictions.csv, metrics.json and scatter.png in `out`; the metric rows per
+    read-out (eval/evaluate.write_report)."""
+    records = [from_row(r) for r in data_splits(cfg, data)[cfg.stage.split]]
     records = first_per_task(records, cfg.stage.max_per_task)
-    model, processor = configured_model(cfg)
     readouts = list(cfg.stage.readouts)
     rows, skipped = predict(
         model, processor, records,
@@ -33,10 +34,18 @@ def eval_stage(cfg: DictConfig) -> dict:
         generation=OmegaConf.to_container(cfg.decoding, resolve=True),
         readouts=readouts, batch_size=cfg.stage.batch_size,
     )  # fmt: skip
-    metrics = write_report(rows, skipped, out, readouts)
-    print_tables(metrics)
     if skipped:
-        log.warning("%d records skipped (unreadable images); see metrics.json", len(skipped))
+        log.warning("%d records skipped (unreadable images); see %s", len(skipped),
+                    out / "metrics.json")  # fmt: skip
+    return write_report(rows, skipped, out, readouts)
+
+
+def eval_stage(cfg: DictConfig) -> dict:
+    """Generate on the evaluation split and report SRCC/PLCC/KRCC/RMSE per task and dataset."""
+    out = output_dir(cfg)
+    model, processor = configured_model(cfg)
+    metrics = evaluate_split(cfg, model, processor, cfg.data, out)
+    print_tables(metrics)
     log_metrics(cfg, flat_metrics(metrics, prefix=cfg.stage.split))
     log.info("eval report written to %s", out)
     return metrics

@@ -44,6 +44,8 @@ PIPELINE = (
     ("eval_grpo_stage2", "eval", None, "grpo_stage2"),
 )
 DONE = "done.json"
+# the steps that train a checkpoint (those the others start from): sft, grpo_stage1, grpo_stage2
+TRAINED_STEPS = tuple(dict.fromkeys(start for *_, start in PIPELINE if start))
 STEP_STAGES: dict[str, Callable[[DictConfig], dict]] = {
     "pretrain": pretrain_stage, "eval": eval_stage, "cot": cot_stage, "sft": sft_stage,
     "grpo": grpo_stage,
