@@ -22,6 +22,7 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
@@ -35,6 +36,7 @@ from omniquality_r.stages.common import (
     resume_path,
     trainer_node,
 )
+from omniquality_r.stages.pipeline import _step_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DDP_APP = Path(__file__).with_name("ddp_app.py")
@@ -168,6 +170,33 @@ def test_wandb_run_id_follows_the_run_folder(tmp_path):
     assert first["id"] == again["id"] != other["id"] and first["resume"] == "allow"
 
 
+def test_wandb_runs_are_named_grouped_tagged_and_typed_by_the_job(tmp_path):
+    """name <experiment>/<stage>, group = the run folder, tags = run.tags + the choices,
+    job_type = the stage; a pipeline step's run is named after the step."""
+    def wandb_init(overrides, step=None):
+        cfg = composed(["logger=wandb", f"paths.output_dir={tmp_path}",
+                        f"hydra.run.dir={tmp_path}", *overrides], hydra=True)  # fmt: skip
+        HydraConfig.instance().set_config(cfg)
+        try:
+            if step:
+                cfg = _step_config(cfg, tmp_path / step, "eval", None, None)
+            return instantiate(cfg.logger)._wandb_init
+        finally:
+            HydraConfig.instance().cfg = None
+
+    init = wandb_init(["experiment=tiny_rl_stage1", "reward=laplace", "run.tags=[ablation]",
+                       "task=[technical,alignment]"])  # fmt: skip
+    assert init["name"] == "tiny_rl_stage1/grpo" and init["job_type"] == "grpo"
+    assert init["group"] == str(tmp_path)
+    assert init["tags"] == ["ablation", "experiment=tiny_rl_stage1", "data=synthetic",
+                            "model=tiny", "algo=grpo", "reward=laplace", "task=technical",
+                            "task=alignment"]  # fmt: skip
+    step = wandb_init([], step="eval_sft")
+    assert (step["name"], step["job_type"], step["group"]) == ("default/eval_sft", "eval",
+                                                               str(tmp_path))  # fmt: skip
+    assert step["id"] != init["id"]  # one run per step
+
+
 # ------------------------------------------------------------------- run.py end to end
 def app(*overrides: str, script: Path = ROOT / "run.py", env: dict | None = None
         ) -> subprocess.CompletedProcess:  # fmt: skip
@@ -223,6 +252,8 @@ def test_two_by_two_multirun_leaves_one_metrics_file_and_wandb_run_per_job(tmp_p
         data = run.read_bytes()  # one 32 KiB LevelDB block: strings are not split
         assert f"test/greedy/{rows[0]['task']}/all/parse_rate".encode() in data  # its metrics
         assert str(job).encode() in data  # ... and config (paths.output_dir), no other job's
+        assert str(sweep).encode() in data  # the group: the sweep
+        assert f"default/eval/{job.name}".encode() in data  # named by stage and job number
         assert not any(str(other).encode() in data for other in jobs if other != job)
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -37,7 +39,43 @@ def run_id(folder: str) -> str:
     return hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:16]
 
 
-OmegaConf.register_new_resolver("run_id", run_id, replace=True)
+def _hydra_job():
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def run_name(stage: str) -> str:
+    """A logger run's name (conf/config.yaml `run.name`): `<experiment>/<stage>`, "default"
+    without an experiment; a multirun job adds its number, as its folder does (`.../3`; its
+    overrides are in the logged config)."""
+    hc = _hydra_job()
+    name = f"{(hc and hc.runtime.choices.get('experiment')) or 'default'}/{stage}"
+    return f"{name}/{hc.job.num}" if hc and hc.mode == RunMode.MULTIRUN else name
+
+
+def run_group() -> str | None:
+    """The runs' group (`run.group`): the sweep folder of a multirun, else the run folder
+    (a pipeline's steps share it); None outside a Hydra job."""
+    hc = _hydra_job()
+    if hc is None:
+        return None
+    return str(hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.run.dir)
+
+
+TAGGED_CHOICES = ("experiment", "data", "model", "algo", "reward")
+
+
+def run_tags(extra, tasks) -> list[str]:
+    """`run.tags` (extra) plus `<group>=<choice>` for the choices a researcher filters runs
+    by (TAGGED_CHOICES) and `task=<name>` per selected task (the `task` node's keys)."""
+    hc = _hydra_job()
+    choices = hc.runtime.choices if hc else {}
+    tags = [f"{g}={choices[g]}" for g in TAGGED_CHOICES if choices.get(g)]
+    return [*map(str, extra or ()), *tags, *(f"task={t}" for t in tasks)]
+
+
+for _name, _resolver in (("run_id", run_id), ("run_name", run_name), ("run_group", run_group),
+                         ("run_tags", run_tags)):  # fmt: skip
+    OmegaConf.register_new_resolver(_name, _resolver, replace=True)
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -141,7 +179,7 @@ def lightning_trainer(cfg: DictConfig, engine_grad_clip: float | None = None,
              t.precision, describe_device(t.accelerator))  # fmt: skip
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     lines = [] if interactive() else [ProgressLines(cfg.stage.name)]
-    return instantiate(t, precision=precision, logger=instantiate(cfg.logger),
+    return instantiate(t, precision=precision, logger=stage_logger(cfg),
                        callbacks=[*callbacks, *lines], default_root_dir=str(output_dir(cfg)),
                        enable_progress_bar=interactive(), **kwargs)  # fmt: skip
 
@@ -180,10 +218,28 @@ def first_per_task(records: list[Record], limit: int | None) -> list[Record]:
     return kept
 
 
-def log_metrics(cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """Send metrics to the configured Lightning logger and close it (wandb: one run per job)."""
+def stage_logger(cfg: DictConfig):
+    """The `logger` group's logger with the stage's resolved config as its hyperparameters."""
     logger = instantiate(cfg.logger)
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return logger
+
+
+def scalars(result: dict, prefix: str) -> dict[str, float]:
+    """The numeric leaves of a nested result as `prefix/key/subkey` -> float, for loggers."""
+    flat = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            flat.update(scalars(value, f"{prefix}/{key}"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[f"{prefix}/{key}"] = float(value)
+    return flat
+
+
+def log_metrics(cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Send a stage's config and metrics to the configured logger and close it (wandb: one
+    run per stage)."""
+    logger = stage_logger(cfg)
     logger.log_metrics(metrics)
     logger.finalize("success")
     if type(logger).__name__ == "WandbLogger":

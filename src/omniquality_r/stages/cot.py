@@ -11,7 +11,9 @@ from .common import (
     data_splits,
     first_per_task,
     instructions_of,
+    log_metrics,
     output_dir,
+    scalars,
 )
 
 
@@ -31,5 +33,7 @@ def cot_stage(cfg: DictConfig) -> dict:
         options["model"], options["processor"] = configured_model(cfg, options.pop("model_path"))
     teacher = make_teacher(name, options, system_prompt=s.teacher_prompt,
                            instructions=instructions_of(cfg))  # fmt: skip
-    return write_cot(records, teacher, output_dir(cfg), k=s.k, epsilon=s.epsilon,
-                     rule=s.selection, batch_size=s.batch_size, seed=cfg.seed)  # fmt: skip
+    stats = write_cot(records, teacher, output_dir(cfg), k=s.k, epsilon=s.epsilon,
+                      rule=s.selection, batch_size=s.batch_size, seed=cfg.seed)  # fmt: skip
+    log_metrics(cfg, scalars(stats, "cot"))
+    return stats

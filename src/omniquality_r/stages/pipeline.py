@@ -21,6 +21,7 @@ from .common import (
     CHECKPOINT,
     output_dir,
     perception_settings,
+    run_name,
 )
 from .cot import cot_stage
 from .eval import eval_stage
@@ -59,6 +60,7 @@ def _step_config(
     OmegaConf.set_struct(sub, False)
     sub.stage = cfg.stage[key]
     sub.paths.output_dir = str(folder)
+    sub.run.name = run_name(folder.name)  # the step's own run: <experiment>/eval_sft, ...
     if algo:  # a GRPO step: KL to the SFT model in both stages (algo.kl.reference=sft)
         sub.algo = cfg.stage[algo]
         sub.stage.sft_checkpoint = str(folder.parent / "sft" / CHECKPOINT)

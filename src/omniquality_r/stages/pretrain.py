@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from ..perception.report import REPORT as PERCEPTION_REPORT
 from ..perception.report import format_perception_report
-from .common import output_dir, tiny_model_path
+from .common import log_metrics, output_dir, scalars, tiny_model_path
 
 log = logging.getLogger(__name__)
 
@@ -25,5 +25,6 @@ def pretrain_stage(cfg: DictConfig) -> dict:
     report = json.loads((Path(path) / PERCEPTION_REPORT).read_text())
     (output_dir(cfg) / PERCEPTION_REPORT).write_text(json.dumps(report, indent=2))
     print(format_perception_report(report))
+    log_metrics(cfg, scalars(report, "pretrain"))
     log.info("perception-pretrained model: %s", path)
     return report

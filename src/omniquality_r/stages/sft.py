@@ -67,7 +67,6 @@ def sft_stage(cfg: DictConfig) -> dict:
     if s.val.every_n_steps:
         trainer.val_check_interval = s.val.every_n_steps * trainer.accumulate_grad_batches
         trainer.check_val_every_n_epoch = None
-    trainer.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     summary = train_sft(module, trainer, loader, val_loader, output_dir(cfg) / CHECKPOINT,
                         ckpt_path=resume_path(trainer))  # fmt: skip
     finish_logging(trainer)
