@@ -15,16 +15,21 @@ from omegaconf import DictConfig
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
     from omniquality_r.data.records import DataError  # heavy imports only when a stage runs
     from omniquality_r.settings import ConfigError
     from omniquality_r.stages import run_stage
 
+    # Input the user can fix (a bad dataset or config value, a `???` left unset): one line.
+    user_errors = (DataError, ConfigError, MissingMandatoryValue, InterpolationToMissingValueError)
     try:
         run_stage(cfg)
-    except (DataError, ConfigError) as err:  # input the user can fix: one line, no traceback
+    except user_errors as err:
         if cfg.debug:
             raise
-        print(f"error: {err} (debug=true shows the traceback)", file=sys.stderr)
+        message = " ".join(str(err).split())  # omegaconf's errors span lines (full_key: ...)
+        print(f"error: {message} (debug=true shows the traceback)", file=sys.stderr)
         sys.exit(1)
 
 

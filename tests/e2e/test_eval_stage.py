@@ -50,6 +50,9 @@ def test_bad_config_names_the_culprit(tmp_path):
     assert proc.returncode == 1 and "nowhere" in proc.stderr
     assert "Traceback" not in proc.stderr  # one line a user can act on
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    unset = run_app("data=koniq", f"hydra.run.dir={tmp_path}")  # data.root left at ???
+    assert unset.returncode == 1 and "Traceback" not in unset.stderr
+    assert "Missing mandatory value: data.root" in unset.stderr.strip().splitlines()[-1]
     debug = run_app("data=koniq", f"data.root={tmp_path / 'nowhere'}", "debug=true",
                     f"hydra.run.dir={tmp_path}")  # fmt: skip
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr
