@@ -66,13 +66,16 @@ def test_select_nothing_or_unknown_rule():
 
 def test_stats_count_rates_and_dropped_records():
     stats = AcceptanceStats()
-    stats.add("train", "technical", "koniq", n_samples=4, n_valid=4, n_accepted=2)
-    stats.add("train", "technical", "koniq", n_samples=4, n_valid=3, n_accepted=0)
-    stats.add("train", "technical", "spaq", n_samples=4, n_valid=4, n_accepted=1)
+    stats.add("train", "technical", "koniq", 4, [traj(s) for s in (1, 2, 3, 2)], 2, mos=1.0)
+    stats.add("train", "technical", "koniq", 4, [traj(s) for s in (4, 4, 4)], 0, mos=2.0)
+    stats.add("train", "technical", "spaq", 4, [traj(s) for s in (3, 3, 3, 3)], 1, mos=0.5)
+    stats.add("train", "technical", "spaq", 4, [], 0, mos=4.0)  # no valid answer
     rows = {(r["split"], r["task"], r["dataset"]): r for r in stats.rows()}
     koniq, pooled = rows["train", "technical", "koniq"], rows["train", "technical", "all"]
     assert koniq["records"] == 2 and koniq["kept"] == 1 and koniq["dropped"] == 1
     assert koniq["valid_rate"] == 7 / 8 and koniq["acceptance_rate"] == 2 / 8
-    assert pooled["records"] == 3 and pooled["accepted"] == 3 and pooled["dropped"] == 1
+    assert pooled["records"] == 4 and pooled["accepted"] == 3 and pooled["dropped"] == 2
+    # mean proposals 2, 4, 3 against MOS 1, 2, 0.5: ranks (1, 3, 2) vs (2, 3, 1) -> 0.5
+    assert pooled["teacher_srcc"] == pytest.approx(0.5) and koniq["teacher_srcc"] is None
     table = format_table(stats.rows())
-    assert "acceptance_rate" in table and "25.0%" in table and "koniq" in table
+    assert "acceptance_rate" in table and "25.0%" in table and "0.500" in table

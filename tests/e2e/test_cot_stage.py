@@ -54,6 +54,9 @@ def test_analyst_writes_accepted_trajectories_and_stats(tmp):
     assert sum(a["records"] for a in pooled) == stats["records"]
     assert all(0.2 < a["acceptance_rate"] < 0.9 for a in pooled if a["split"] == "train")
     assert "acceptance_rate" in proc.stdout and "dropped (no accepted trajectory)" in proc.stdout
+    # the rubric was fitted on the training split; its own accuracy is reported per split
+    assert set(stats["teacher_fit"]) == {"technical", "aesthetic", "alignment"}
+    assert all(a["teacher_srcc"] > 0.5 for a in pooled if a["split"] == "train")
 
 
 def test_hf_teacher_runs_through_the_stage(tmp):

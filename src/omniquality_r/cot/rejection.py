@@ -10,10 +10,11 @@ One accepted trajectory per record is kept, by `rule`:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..eval.metrics import POOLED
+from ..eval.metrics import POOLED, srcc
 from ..prompts import parse_trajectory
 
 RULES = ("closest", "longest")
@@ -56,20 +57,30 @@ class Tally:
     valid: int = 0
     accepted: int = 0
     kept: int = 0  # records with at least one accepted trajectory
+    proposals: list[float] = field(default_factory=list)  # mean valid score per record
+    mos: list[float] = field(default_factory=list)
 
-    def add(self, n_samples: int, n_valid: int, n_accepted: int) -> None:
+    def add(self, n_samples: int, valid: Sequence[Trajectory], n_accepted: int,
+            mos: float) -> None:  # fmt: skip
         self.records += 1
         self.trajectories += n_samples
-        self.valid += n_valid
+        self.valid += len(valid)
         self.accepted += n_accepted
         self.kept += n_accepted > 0
+        if valid:
+            self.proposals.append(sum(t.score for t in valid) / len(valid))
+            self.mos.append(mos)
 
     def row(self) -> dict:
+        """Counts, rates and teacher_srcc: SRCC of the mean proposal with MOS (the teacher's
+        own accuracy on these records; None below 3 records or for constant values)."""
         n = max(self.trajectories, 1)
+        rho = srcc(self.proposals, self.mos)
         return {"records": self.records, "trajectories": self.trajectories,
                 "valid": self.valid, "accepted": self.accepted,
                 "valid_rate": self.valid / n, "acceptance_rate": self.accepted / n,
-                "kept": self.kept, "dropped": self.records - self.kept}  # fmt: skip
+                "kept": self.kept, "dropped": self.records - self.kept,
+                "teacher_srcc": None if math.isnan(rho) else rho}  # fmt: skip
 
 
 class AcceptanceStats:
@@ -78,10 +89,11 @@ class AcceptanceStats:
     def __init__(self):
         self.tallies: dict[tuple[str, str, str], Tally] = {}
 
-    def add(self, split: str, task: str, dataset: str, n_samples: int, n_valid: int,
-            n_accepted: int) -> None:  # fmt: skip
+    def add(self, split: str, task: str, dataset: str, n_samples: int,
+            valid: Sequence[Trajectory], n_accepted: int, mos: float) -> None:  # fmt: skip
         for ds in dict.fromkeys((dataset, POOLED)):
-            self.tallies.setdefault((split, task, ds), Tally()).add(n_samples, n_valid, n_accepted)
+            tally = self.tallies.setdefault((split, task, ds), Tally())
+            tally.add(n_samples, valid, n_accepted, mos)
 
     def rows(self) -> list[dict]:
         return [{"split": s, "task": t, "dataset": d, **tally.row()}
@@ -89,12 +101,13 @@ class AcceptanceStats:
 
 
 _COLUMNS = ("split", "task", "dataset", "records", "trajectories", "valid_rate",
-            "acceptance_rate", "kept", "dropped")  # fmt: skip
+            "acceptance_rate", "kept", "dropped", "teacher_srcc")  # fmt: skip
 
 
 def format_table(rows: Sequence[dict]) -> str:
     """Fixed-width text table of AcceptanceStats rows; rates in percent."""
-    body = [[f"{r[c]:.1%}" if isinstance(r[c], float) else str(r[c]) for c in _COLUMNS]
+    body = [["-" if r[c] is None else f"{r[c]:.3f}" if c == "teacher_srcc" else
+             f"{r[c]:.1%}" if isinstance(r[c], float) else str(r[c]) for c in _COLUMNS]
             for r in rows]  # fmt: skip
     widths = [max(len(x) for x in col) for col in zip(_COLUMNS, *body)]
 

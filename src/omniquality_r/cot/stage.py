@@ -6,7 +6,8 @@ For every record: k teacher trajectories, accepted and selected by rejection.py.
                    reasoning, score, response (the accepted teacher text), teacher, k,
                    n_accepted (stage=sft reads it);
   cot_stats.json   settings, counts (records, written, dropped: no accepted trajectory,
-                   skipped: unreadable image) and the acceptance rows of rejection.py.
+                   skipped: unreadable image), the acceptance rows of rejection.py (with
+                   the teacher's own SRCC) and the analyst's fitted weights per task.
 """
 
 from __future__ import annotations
@@ -26,10 +27,23 @@ from .teachers import HFTeacher, OpenAITeacher, Teacher, TeacherItem
 TEACHERS = ("analyst", "hf", "openai")
 
 
+def fit_analyst(teacher: AnalystTeacher, train: Sequence[Record], batch_size: int = 64) -> dict:
+    """Fit the analyst's rubrics on the training records' measurements and MOS (analyst.py);
+    returns each task's fitted weights, for cot_stats.json."""
+    items, mos = [], []
+    for start in range(0, len(train), batch_size):
+        batch, images, _ = load_readable(train[start : start + batch_size])
+        items += [TeacherItem(im, r.task, r.prompt, r.id) for r, im in zip(batch, images)]
+        mos += [r.mos for r in batch]
+    rubrics = teacher.fit(items, mos)
+    return {task: dict(zip(r.criteria, r.weights)) for task, r in rubrics.items()}
+
+
 def make_teacher(name: str, options: dict, *, system_prompt: str,
                  instructions: dict[str, str]) -> Teacher:  # fmt: skip
     """The teacher `name` built from its options (the `teacher` group minus `name`; for
-    `hf` also `model` and `processor`); the prompt texts go to the VLM teachers."""
+    `hf` also `model` and `processor`); the prompt texts go to the VLM teachers. The
+    analyst still needs `fit_analyst`."""
     if name == "analyst":
         return AnalystTeacher(**options)
     if name == "hf":
@@ -49,9 +63,11 @@ def write_cot(
     rule: str,
     batch_size: int,
     seed: int,
+    teacher_fit: dict | None = None,
 ) -> dict:
-    """Sample, accept, select and write cot.jsonl and cot_stats.json (module docstring);
-    returns the stats and prints the acceptance table."""
+    """Sample, accept, select and write cot.jsonl and cot_stats.json (module docstring;
+    `teacher_fit`, the analyst's fitted weights, goes into the stats); returns the stats and
+    prints the acceptance table."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stats, skipped, written = AcceptanceStats(), [], 0
@@ -66,7 +82,8 @@ def write_cot(
             for rec, texts in zip(batch, teacher.sample(items, k, seed)):
                 valid = parse_all(texts)
                 accepted = accept(valid, rec.mos, epsilon)
-                stats.add(rec.split, rec.task, rec.dataset, len(texts), len(valid), len(accepted))
+                stats.add(rec.split, rec.task, rec.dataset, len(texts), valid, len(accepted),
+                          rec.mos)  # fmt: skip
                 kept = select(accepted, rec.mos, rule)
                 if kept is None:
                     continue
@@ -82,6 +99,7 @@ def write_cot(
         "records": len(records), "written": written, "dropped": n_judged - written,
         "skipped": len(skipped), "skipped_records": skipped,
         "wall_s": round(time.perf_counter() - start_time, 2), "acceptance": rows,
+        **({"teacher_fit": teacher_fit} if teacher_fit else {}),
     }  # fmt: skip
     (out / "cot_stats.json").write_text(json.dumps(summary, indent=2))
     print(format_table(rows))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..cot.stage import make_teacher, write_cot
+from ..cot.stage import fit_analyst, make_teacher, write_cot
 from ..data.records import from_row
 from .common import (
     configured_model,
@@ -33,7 +33,11 @@ def cot_stage(cfg: DictConfig) -> dict:
         options["model"], options["processor"] = configured_model(cfg, options.pop("model_path"))
     teacher = make_teacher(name, options, system_prompt=s.teacher_prompt,
                            instructions=instructions_of(cfg))  # fmt: skip
+    # The analyst's rubric is fitted on the whole training split, never on val or test.
+    train = [from_row(r) for r in splits["train"]]
+    fit = fit_analyst(teacher, train) if name == "analyst" else None
     stats = write_cot(records, teacher, output_dir(cfg), k=s.k, epsilon=s.epsilon,
-                      rule=s.selection, batch_size=s.batch_size, seed=cfg.seed)  # fmt: skip
+                      rule=s.selection, batch_size=s.batch_size, seed=cfg.seed,
+                      teacher_fit=fit)  # fmt: skip
     log_metrics(cfg, scalars(stats, "cot"))
     return stats
