@@ -105,3 +105,16 @@ def test_no_cycle_between_packages():
             package_of(t) for t in ts if package_of(t) != package_of(m))
     cycle = find_cycle(edges)
     assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_analyst_teacher_never_reads_the_generator():
+    """The CoT teacher judges pixels with a rubric fitted on MOS: nothing of cot/ may import
+    the synthetic generator, directly or through another module."""
+    graph = import_graph()
+    seen, todo = set(), [m for m in graph if m.startswith("omniquality_r.cot")]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph[module])
+    assert "omniquality_r.data.synthetic" not in seen

@@ -1,5 +1,7 @@
 """Prompt parsing and object detection for the analyst's alignment check (cot/align.py)."""
 
+import colorsys
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -82,3 +84,17 @@ def test_detection_recovers_what_the_generator_rendered(index):
     }  # fmt: skip
     found = align.clusters(align.detect_objects(measure.as_array(sample.image)))
     assert {(g.colour, g.shape, g.count, g.position) for g in found} == rendered
+
+
+def test_hsv_matches_colorsys_and_names_colours_by_hue():
+    rgb = np.random.default_rng(0).uniform(0, 1, (200, 3))
+    hue, sat, val = align.hsv(rgb)
+    peer = np.array([colorsys.rgb_to_hsv(*p) for p in rgb])
+    assert np.allclose(hue, 360 * peer[:, 0]) and np.allclose(sat, peer[:, 1])
+    assert np.allclose(val, peer[:, 2])
+    named = np.array([[0.9, 0.1, 0.12], [0.1, 0.2, 0.9], [0.97, 0.96, 0.95], [0.4, 0.4, 0.42]])
+    masks = {c: align.colour_mask(*align.hsv(named), c) for c in ("red", "blue", "white", "green")}
+    assert masks["red"].tolist() == [True, False, False, False]  # hue 359: red wraps at 0
+    assert masks["blue"].tolist() == [False, True, False, False]
+    assert masks["white"].tolist() == [False, False, True, False]  # grey is no colour
+    assert not masks["green"].any()

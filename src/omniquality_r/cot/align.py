@@ -1,12 +1,14 @@
 """Prompt elements and their detection in pixels, for the analyst's alignment judgement.
 
-Prompts follow the synthetic grammar (data/synthetic.py `describe`): object groups
-"<count> <colour> <shape>[s] <position>" joined by ", " and " and ", e.g. "two red
-circles on the left and one blue square at the top". Each group has four elements:
-shape, colour, count and position.
+The analyst reads prompts made of object groups "<count> <colour> <shape>[s] <position>"
+joined by ", " and " and ", e.g. "two red circles on the left and one blue square at the
+top", in its own vocabulary (COLOURS, SHAPES, COUNT_WORDS, POSITION_PHRASES; a group with a
+word outside it is not checkable). Each group has four elements: shape, colour, count and
+position.
 
-Detection: for every named colour, the pixels within `COLOUR_TOLERANCE` (RGB distance,
-0-255) of its reference colour form a mask; each connected blob of at least
+Detection: a pixel is named by its HSV colour: chromatic colours by hue range (COLOURS,
+degrees) when saturation >= MIN_SATURATION and value >= MIN_VALUE, white when saturation
+<= WHITE_SATURATION and value >= WHITE_VALUE. Each connected blob of one colour of at least
 `MIN_BLOB_AREA` px is one object. Its shape follows from three ratios: holes (filled area
 / area >= 1.5: ring), solidity (area / convex-hull area < 0.8: star) and extent (area /
 bounding-box area: >= 0.9 square, >= 0.65 circle, else triangle). Its position is the
@@ -28,19 +30,23 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from ..data.synthetic import COLOUR_RGB, SHAPES
-
+# Colour names by hue range in degrees, [start, end) (red wraps around 0).
+COLOURS = {"red": (345.0, 15.0), "orange": (15.0, 40.0), "yellow": (40.0, 75.0),
+           "green": (75.0, 170.0), "blue": (170.0, 255.0), "purple": (255.0, 345.0),
+           "white": None}  # fmt: skip
+SHAPES = ("circle", "square", "triangle", "star", "ring")
+MIN_SATURATION, MIN_VALUE = 0.5, 0.5
+WHITE_SATURATION, WHITE_VALUE = 0.15, 0.85
 ELEMENTS = ("colour", "shape", "count", "position")
 POSITION_PHRASES = {
     "on the left": "left", "on the right": "right", "at the top": "top",
     "at the bottom": "bottom", "in the centre": "centre",
 }  # fmt: skip
 COUNT_WORDS = ("one", "two", "three", "four", "five", "six")
-COLOUR_TOLERANCE = 60.0
 MIN_BLOB_AREA = 8
 
 _GROUP_RE = re.compile(
-    rf"\b({'|'.join(COUNT_WORDS)})\s+({'|'.join(COLOUR_RGB)})\s+({'|'.join(SHAPES)})s?\s+"
+    rf"\b({'|'.join(COUNT_WORDS)})\s+({'|'.join(COLOURS)})\s+({'|'.join(SHAPES)})s?\s+"
     rf"({'|'.join(POSITION_PHRASES)})"
 )
 
@@ -61,7 +67,7 @@ class Group:
 
 
 def parse_prompt(prompt: str) -> list[Group]:
-    """The object groups of a prompt in the synthetic grammar; [] when none is found."""
+    """The object groups of a prompt in the analyst's grammar; [] when none is found."""
     return [
         Group(colour, shape, COUNT_WORDS.index(count) + 1, POSITION_PHRASES[where])
         for count, colour, shape, where in _GROUP_RE.findall(prompt.lower())
@@ -101,12 +107,35 @@ class Detected:
     position: str
 
 
+def hsv(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hue in degrees [0, 360), saturation and value in [0, 1] of RGB pixels in [0, 1]."""
+    value, low = x.max(axis=-1), x.min(axis=-1)
+    delta = value - low
+    safe = np.where(delta > 0, delta, 1.0)
+    r, g, b = (x[..., i] for i in range(3))
+    hue = np.where(value == r, (g - b) / safe % 6, np.where(value == g, (b - r) / safe + 2,
+                                                            (r - g) / safe + 4))  # fmt: skip
+    saturation = np.where(value > 0, delta / np.where(value > 0, value, 1.0), 0.0)
+    return np.where(delta > 0, 60.0 * hue, 0.0) % 360.0, saturation, value
+
+
+def colour_mask(hue: np.ndarray, sat: np.ndarray, val: np.ndarray, colour: str) -> np.ndarray:
+    """Pixels named `colour` (module docstring)."""
+    span = COLOURS[colour]
+    if span is None:
+        return (sat <= WHITE_SATURATION) & (val >= WHITE_VALUE)
+    start, end = span
+    in_hue = (hue >= start) & (hue < end) if start < end else (hue >= start) | (hue < end)
+    return in_hue & (sat >= MIN_SATURATION) & (val >= MIN_VALUE)
+
+
 def detect_objects(x: np.ndarray) -> list[Detected]:
-    """Objects drawn in the named colours (module docstring); x is RGB in [0, 1]."""
+    """Objects in the named colours (module docstring); x is RGB in [0, 1]."""
     h, w, _ = x.shape
+    hue, sat, val = hsv(x)
     found = []
-    for colour, rgb in COLOUR_RGB.items():
-        mask = np.linalg.norm(255.0 * x - np.array(rgb, np.float32), axis=-1) < COLOUR_TOLERANCE
+    for colour in COLOURS:
+        mask = colour_mask(hue, sat, val, colour)
         labels, _ = ndimage.label(mask)
         for i, sl in enumerate(ndimage.find_objects(labels), start=1):
             blob = labels[sl] == i
