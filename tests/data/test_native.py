@@ -380,7 +380,7 @@ def test_ava_skips_missing_images_on_request(tmp_path, caplog):
 def test_manifest_loader_round_trips(tmp_path):
     records = LOADERS["kadid"](write_fixture(tmp_path, BY_NAME["kadid"]))
     assert LOADERS["manifest"](write_manifest(records, tmp_path / "kadid.jsonl")) == records
-    assert set(LOADERS) == {*BY_NAME, "manifest"}
+    assert {*BY_NAME, "manifest"} <= set(LOADERS)  # the others: test_native_more.py
 
 
 def kadid_like(n_refs: int = 20, n_dists: int = 3) -> list[Record]:
