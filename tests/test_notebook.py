@@ -5,10 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 
 from omniquality_r.analysis import (
     ablation_table,
@@ -20,8 +18,10 @@ from omniquality_r.analysis import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import run_notebook  # noqa: E402
+
 NO_PERCEPTION = "++model.perception=null"  # the random tower: no perception pretraining (3.5 min)
-NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"
 TASKS = ("aesthetic", "alignment", "technical")
 METRICS = {f"{r}/{t}/{m}" for r in ("greedy", "expectation") for t in TASKS
            for m in ("srcc", "plcc", "parse_rate")}  # fmt: skip
@@ -52,16 +52,8 @@ def sweeps(tmp_path_factory) -> Path:
 
 
 def execute_notebook(sweep_dir: Path) -> str:
-    """Run the notebook headless with SWEEP_DIR injected after its parameters cell (as
-    papermill does); the text of its outputs."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(
-        f"SWEEP_DIR = {str(sweep_dir)!r}", metadata={"tags": ["injected-parameters"]}))  # fmt: skip
-    NotebookClient(nb, kernel_name="python3", timeout=300,
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()  # fmt: skip
-    return "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
-                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)  # fmt: skip
+    """The notebook run headless on `sweep_dir` by scripts/run_notebook.py; its output text."""
+    return run_notebook.output_text(run_notebook.execute_notebook(sweep_dir, timeout=300))
 
 
 def figures(sweep_dir: Path) -> set[str]:
