@@ -29,7 +29,7 @@ def fit_data() -> tuple[list[TeacherItem], list[float]]:
     return [i for items, _ in pairs for i in items], [m for _, mos in pairs for m in mos]
 
 
-def teacher(fit_data, temperature: float = 1.0, evidence: bool = True) -> AnalystTeacher:
+def teacher(fit_data, temperature: float = 1.0, evidence=tuple(SAMPLERS)) -> AnalystTeacher:
     t = AnalystTeacher(temperature=temperature, judgement_sd=SD, evidence=evidence)
     t.fit(*fit_data)
     return t
@@ -55,7 +55,7 @@ def test_trajectories_are_valid_reproducible_and_varied(task, fit_data):
 @pytest.mark.parametrize("task", list(SAMPLERS))
 def test_brief_reasoning_drops_the_evidence_but_keeps_verdicts_and_scores(task, fit_data):
     items, _ = synthetic_items(task, 2)
-    short = teacher(fit_data, evidence=False).sample(items, k=3, seed=0)
+    short = teacher(fit_data, evidence=()).sample(items, k=3, seed=0)
     full = teacher(fit_data).sample(items, k=3, seed=0)
     for s_texts, f_texts in zip(short, full):
         assert scores(s_texts) == scores(f_texts)  # same judgements, fewer words
@@ -132,10 +132,21 @@ def test_rubric_fitted_on_another_mos_rule_learns_that_rule(heavy):
     light, strong = (blur, noise) if heavy == "noise" else (noise, blur)
     mos = 5.0 - 3.5 * strong - 0.7 * light
     items = [TeacherItem(im, "technical", "", f"scene/{i}") for i, im in enumerate(images)]
-    t = AnalystTeacher(temperature=1.0, judgement_sd=SD, evidence=False)
+    t = AnalystTeacher(temperature=1.0, judgement_sd=SD, evidence=())
     rubric = t.fit(items[:160], mos[:160])["technical"]
     weights = dict(zip(rubric.criteria, rubric.weights))
     other = "sharpness" if heavy == "noise" else "noise"
     assert weights[heavy] > 2 * weights[other]
     means = [np.mean(scores(texts)) for texts in t.sample(items[160:], k=4, seed=0)]
     assert spearmanr(means, mos[160:]).statistic > 0.8
+
+
+def test_evidence_is_chosen_per_task(fit_data):
+    (tech,), _ = synthetic_items("technical", 1)
+    (aligned,), _ = synthetic_items("alignment", 1)
+    t = teacher(fit_data, evidence=["alignment"])
+    (tech_text,), (align_text,) = t.sample([tech, aligned], k=1, seed=0)
+    assert parse_trajectory(tech_text)[1].startswith("Sharpness: ")  # brief
+    assert " I find " in parse_trajectory(align_text)[1]  # what the analyst saw, per group
+    with pytest.raises(ValueError, match="unknown task"):
+        AnalystTeacher(temperature=1.0, judgement_sd=SD, evidence=["colour"])

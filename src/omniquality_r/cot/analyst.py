@@ -239,11 +239,15 @@ class AnalystTeacher:
 
     name = "analyst"
 
-    def __init__(
-        self, *, temperature: float, judgement_sd: dict[str, float], evidence: bool = True
-    ):
+    def __init__(self, *, temperature: float, judgement_sd: dict[str, float],
+                 evidence: Sequence[str] = tuple(CRITERIA)):  # fmt: skip
+        """`evidence`: the tasks whose reasoning states the measured evidence (the others
+        only name each criterion with its verdict)."""
+        unknown = sorted(set(evidence) - set(CRITERIA))
+        if unknown:
+            raise ValueError(f"evidence names unknown task(s) {unknown}; tasks: {list(CRITERIA)}")
         self.spread = {task: temperature * sd for task, sd in judgement_sd.items()}
-        self.evidence = evidence
+        self.evidence = frozenset(evidence)
         self.rubrics: dict[str, Rubric] = {}
 
     def fit(self, items: Sequence[TeacherItem], mos: Sequence[float]) -> dict[str, Rubric]:
@@ -268,5 +272,5 @@ class AnalystTeacher:
                                  "records first")  # fmt: skip
             a, rng = assess(item), item_rng(seed, item.key)
             out.append([trajectory(a, self.rubrics[item.task], rng, self.spread[item.task],
-                                   self.evidence) for _ in range(k)])  # fmt: skip
+                                   item.task in self.evidence) for _ in range(k)])  # fmt: skip
         return out
