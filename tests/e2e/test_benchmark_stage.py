@@ -85,5 +85,5 @@ def test_markdown_table_puts_checkpoints_in_rows_and_datasets_in_columns():
     assert [(r["checkpoint"], r["dataset"]) for r in rows] == [("sft", "koniq"), ("grpo", "livec")]
     assert "krcc" not in rows[0] and rows[0]["plcc_logistic"] == 0.81  # the pooled row left out
     assert markdown_table(rows).splitlines()[2:] == [
-        "| checkpoint | koniq technical | livec technical |", "|---|---|---|",
+        "| checkpoint | mix/koniq technical | livec technical |", "|---|---|---|",
         "| sft | 0.810 / 0.405 (0.90) | - |", "| grpo | - | 0.700 / 0.350 (0.90) |"]

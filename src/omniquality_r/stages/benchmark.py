@@ -63,17 +63,19 @@ def _cell(value: float | None) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """Per read-out: a row per checkpoint, a column per (dataset, task), cells SRCC / PLCC."""
+    """Per read-out: a row per checkpoint, a column per (data config, dataset, task) headed
+    `<data> <task>` (`<data>/<dataset> <task>` where they differ), cells SRCC / PLCC."""
     blocks = []
     for readout in dict.fromkeys(r["readout"] for r in rows):
         mine = [r for r in rows if r["readout"] == readout]
-        columns = list(dict.fromkeys((r["dataset"], r["task"]) for r in mine))
-        cells = {(r["checkpoint"], r["dataset"], r["task"]): r for r in mine}
+        columns = list(dict.fromkeys((r["data"], r["dataset"], r["task"]) for r in mine))
+        cells = {(r["checkpoint"], r["data"], r["dataset"], r["task"]): r for r in mine}
+        heads = [f"{c if c == d else f'{c}/{d}'} {t}" for c, d, t in columns]
         lines = [f"read-out: {readout}, cells SRCC / PLCC (parse rate)", "",
-                 "| checkpoint | " + " | ".join(f"{d} {t}" for d, t in columns) + " |",
+                 "| checkpoint | " + " | ".join(heads) + " |",
                  "|---" * (len(columns) + 1) + "|"]  # fmt: skip
         for ckpt in dict.fromkeys(r["checkpoint"] for r in mine):
-            row = [cells.get((ckpt, d, t)) for d, t in columns]
+            row = [cells.get((ckpt, *column)) for column in columns]
             lines.append(f"| {ckpt} | " + " | ".join(
                 "-" if c is None else
                 f"{_cell(c['srcc'])} / {_cell(c['plcc'])} ({c['parse_rate']:.2f})"
