@@ -1,6 +1,7 @@
 """notebooks/analysis.ipynb and omniquality_r.analysis on real outputs: a two-seed eval sweep and
 a two-step GRPO job of the untrained tiny model (run.py -m), and Lightning's own loggers."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,24 @@ def test_training_curves_from_lightning_loggers(tmp_path, monkeypatch):
 
 def test_empty_folder(tmp_path):
     assert collect_runs(tmp_path).empty and training_curves(tmp_path).empty
+
+
+def test_samples_of_a_pipeline_step_find_their_images_through_the_job_config(tmp_path):
+    """A pipeline job's GRPO samples live in <job>/grpo_stage1/ with no .hydra folder of
+    their own: their images come from the job's config."""
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "m/a", "image": str(image), "task": "technical",
+                                    "mos": 2.0}) + "\n")
+    (tmp_path / "job" / ".hydra").mkdir(parents=True)
+    (tmp_path / "job" / ".hydra" / "config.yaml").write_text(
+        f"data:\n  sources:\n    m:\n      loader: manifest\n      path: {manifest}\n")
+    (tmp_path / "job" / ".hydra" / "hydra.yaml").write_text(
+        f"hydra:\n  runtime:\n    cwd: {tmp_path}\n")
+    step = tmp_path / "job" / "grpo_stage1"
+    step.mkdir()
+    (step / "grpo_samples.jsonl").write_text(
+        '{"rollout": 1, "id": "m/a", "task": "technical", "mos": 2.0, "completion": "c", '
+        '"reward": 0.5, "format": 1.0, "accuracy": 0.3, "advantage": 0.1}\n')
+    assert load_samples(step)["image"].tolist() == [str(image)]

@@ -182,7 +182,8 @@ def _source_records(source: dict, cwd: Path) -> list:
     never generated (an empty list, with a warning, when that cache does not match)."""
     options = dict(source)
     loader = options.pop("loader")
-    options["root"] = cwd / options["root"]
+    for key in {"root", "path"} & set(options):  # a folder, or a manifest file
+        options[key] = cwd / options[key]
     if loader != "synthetic":
         return LOADERS[loader](**options)
     meta_path = options["root"] / "meta.json"
@@ -195,9 +196,12 @@ def _source_records(source: dict, cwd: Path) -> list:
 
 
 def image_paths(run: str | Path) -> dict[str, str]:
-    """Record id -> image path for the data sources of a run's config (relative roots resolve
-    against the folder the run was launched from); sources that fail to load are skipped."""
-    hydra_dir = Path(run) / ".hydra"
+    """Record id -> image path for the data sources of a run's config (the run folder's, or
+    for a pipeline step the job folder's above it; relative roots resolve against the folder
+    the run was launched from); sources that fail to load are skipped."""
+    run = Path(run).resolve()
+    job = next((p for p in (run, *run.parents) if (p / ".hydra" / "config.yaml").is_file()), run)
+    hydra_dir = job / ".hydra"
     cfg = OmegaConf.load(hydra_dir / "config.yaml")
     cwd = Path(OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.cwd)
     paths = {}
