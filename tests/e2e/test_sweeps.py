@@ -135,7 +135,7 @@ def test_trainer_callbacks_and_optimiser_are_target_nodes_in_the_job_config():
         assert node.optimizer._target_ == "torch.optim.AdamW" and node.optimizer._partial_
         assert node.scheduler._target_.endswith("modules.optim.warmup_cosine_schedule")
     lrs = [n.optim.optimizer.lr for n in (cfg.stage.sft, cfg.stage.algo1, cfg.stage.algo2)]
-    assert lrs == [1e-3, 1e-4, 1e-5]
+    assert lrs == [1e-3, 3e-5, 3e-6]
 
 
 def test_trainer_saves_last_checkpoint_for_a_rerun_to_resume(tmp_path):
