@@ -56,3 +56,20 @@ def test_bad_config_names_the_culprit(tmp_path):
     debug = run_app("data=koniq", f"data.root={tmp_path / 'nowhere'}", "debug=true",
                     f"hydra.run.dir={tmp_path}")  # fmt: skip
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr
+
+
+def test_a_capped_evaluation_spreads_over_the_whole_split():
+    """stage.max_per_task picks records spread over each task's split, not its first ones
+    (a split stored by content, as KADID-10k by reference image, would lose most content)."""
+    from omniquality_r.data.records import Record
+    from omniquality_r.stages.common import spread_per_task
+
+    def rec(i, task):
+        return Record(id=f"{task}{i}", image="x.png", task=task, mos=1.0, mos_raw=1.0, dataset="d")
+
+    records = [rec(i, "technical") for i in range(10)] + [rec(i, "alignment") for i in range(2)]
+    kept = [r.id for r in spread_per_task(records, 4)]
+    assert kept == ["technical0", "technical3", "technical6", "technical9", "alignment0",
+                    "alignment1"]  # fmt: skip
+    assert spread_per_task(records, None) == records and spread_per_task(records, 1)[0].id == (
+        "technical0")

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -206,16 +207,22 @@ def finish_logging(trainer: L.Trainer) -> None:
         wandb.finish()
 
 
-def first_per_task(records: list[Record], limit: int | None) -> list[Record]:
+def spread_per_task(records: list[Record], limit: int | None) -> list[Record]:
+    """At most `limit` records per task, spread evenly over the task's records in their order
+    (positions round(i (n - 1) / (limit - 1))), so that a capped evaluation covers a split
+    stored by content (KADID-10k by reference image) instead of its first images; all of
+    them when `limit` is None or at least their number. The order is kept."""
     if limit is None:
         return records
-    seen: dict[str, int] = {}
-    kept = []
-    for r in records:
-        seen[r.task] = seen.get(r.task, 0) + 1
-        if seen[r.task] <= limit:
-            kept.append(r)
-    return kept
+    positions: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        positions.setdefault(r.task, []).append(i)
+    kept = set()
+    for where in positions.values():
+        n = len(where)
+        picks = range(n) if n <= limit else np.linspace(0, n - 1, limit).round().astype(int)
+        kept.update(where[int(k)] for k in picks)
+    return [r for i, r in enumerate(records) if i in kept]
 
 
 def stage_logger(cfg: DictConfig):

@@ -9,11 +9,11 @@ from ..data.records import from_row
 from .common import (
     configured_model,
     data_splits,
-    first_per_task,
     instructions_of,
     log_metrics,
     output_dir,
     scalars,
+    spread_per_task,
 )
 
 
@@ -25,7 +25,7 @@ def cot_stage(cfg: DictConfig) -> dict:
     records = [
         rec
         for name in s.splits
-        for rec in first_per_task([from_row(r) for r in splits[name]], s.max_per_task)
+        for rec in spread_per_task([from_row(r) for r in splits[name]], s.max_per_task)
     ]
     options = OmegaConf.to_container(cfg.teacher, resolve=True)
     name = options.pop("name")

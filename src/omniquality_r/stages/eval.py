@@ -12,10 +12,10 @@ from ..eval.evaluate import flat_metrics, predict, print_tables, write_report
 from .common import (
     configured_model,
     data_splits,
-    first_per_task,
     instructions_of,
     log_metrics,
     output_dir,
+    spread_per_task,
 )
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def evaluate_split(cfg: DictConfig, model, processor, data: DictConfig, out: Pat
     most): predictions.csv, metrics.json and scatter.png in `out`; the metric rows per
     read-out (eval/evaluate.write_report)."""
     records = [from_row(r) for r in data_splits(cfg, data)[cfg.stage.split]]
-    records = first_per_task(records, cfg.stage.max_per_task)
+    records = spread_per_task(records, cfg.stage.max_per_task)
     readouts = list(cfg.stage.readouts)
     rows, skipped = predict(
         model, processor, records,
