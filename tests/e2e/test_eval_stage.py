@@ -58,18 +58,24 @@ def test_bad_config_names_the_culprit(tmp_path):
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr
 
 
-def test_a_capped_evaluation_spreads_over_the_whole_split():
-    """stage.max_per_task picks records spread over each task's split, not its first ones
-    (a split stored by content, as KADID-10k by reference image, would lose most content)."""
+def test_a_capped_evaluation_samples_the_whole_split():
+    """stage.max_per_task takes a seeded random sample of each task's split, not its first or
+    evenly spaced records (a split stored by content, as KADID-10k by reference image,
+    distortion and level, would lose most images or all but one level)."""
     from omniquality_r.data.records import Record
-    from omniquality_r.stages.common import spread_per_task
+    from omniquality_r.stages.common import sample_per_task
 
     def rec(i, task):
-        return Record(id=f"{task}{i}", image="x.png", task=task, mos=1.0, mos_raw=1.0, dataset="d")
+        return Record(id=f"{task}/{i}", image="x.png", task=task, mos=1.0, mos_raw=1.0,
+                      dataset="d")  # fmt: skip
 
-    records = [rec(i, "technical") for i in range(10)] + [rec(i, "alignment") for i in range(2)]
-    kept = [r.id for r in spread_per_task(records, 4)]
-    assert kept == ["technical0", "technical3", "technical6", "technical9", "alignment0",
-                    "alignment1"]  # fmt: skip
-    assert spread_per_task(records, None) == records and spread_per_task(records, 1)[0].id == (
-        "technical0")
+    levels = [rec(i, "technical") for i in range(400)] + [rec(i, "alignment") for i in range(3)]
+    kept = sample_per_task(levels, 100)
+    tech = [int(r.id.split("/")[1]) for r in kept if r.task == "technical"]
+    assert len(tech) == 100 and tech == sorted(tech)  # the split's order is kept
+    assert {i // 100 for i in tech} == {0, 1, 2, 3}  # every "photograph" ...
+    # ... and, within each, every "level" of a period-4 layout (evenly spaced picks, one per
+    # 4 records, keep the same level for 33 picks in a row: 2 levels per photograph)
+    assert all({i % 4 for i in tech if i // 100 == p} == {0, 1, 2, 3} for p in range(4))
+    assert [r.id for r in kept if r.task == "alignment"] == [f"alignment/{i}" for i in range(3)]
+    assert sample_per_task(levels, 100) == kept and sample_per_task(levels, None) == levels

@@ -207,21 +207,25 @@ def finish_logging(trainer: L.Trainer) -> None:
         wandb.finish()
 
 
-def spread_per_task(records: list[Record], limit: int | None) -> list[Record]:
-    """At most `limit` records per task, spread evenly over the task's records in their order
-    (positions round(i (n - 1) / (limit - 1))), so that a capped evaluation covers a split
-    stored by content (KADID-10k by reference image) instead of its first images; all of
-    them when `limit` is None or at least their number. The order is kept."""
+SUBSET_SEED = 0  # the capped subsets' own seed: every model is scored on the same records
+
+
+def sample_per_task(records: list[Record], limit: int | None) -> list[Record]:
+    """At most `limit` records per task: a uniform random sample of the task's records (seed
+    SUBSET_SEED, the same for every model and run), kept in their order. A split stored by
+    content (KADID-10k: by reference image, distortion, level) is then covered without bias,
+    where its first records would be one image and evenly spaced ones one level. All of them
+    when `limit` is None or at least their number."""
     if limit is None:
         return records
     positions: dict[str, list[int]] = {}
     for i, r in enumerate(records):
         positions.setdefault(r.task, []).append(i)
+    rng = np.random.default_rng(SUBSET_SEED)
     kept = set()
     for where in positions.values():
-        n = len(where)
-        picks = range(n) if n <= limit else np.linspace(0, n - 1, limit).round().astype(int)
-        kept.update(where[int(k)] for k in picks)
+        picks = where if len(where) <= limit else rng.choice(where, limit, replace=False)
+        kept.update(int(i) for i in picks)
     return [r for i, r in enumerate(records) if i in kept]
 
 

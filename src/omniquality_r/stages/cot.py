@@ -12,8 +12,8 @@ from .common import (
     instructions_of,
     log_metrics,
     output_dir,
+    sample_per_task,
     scalars,
-    spread_per_task,
 )
 
 
@@ -25,7 +25,7 @@ def cot_stage(cfg: DictConfig) -> dict:
     records = [
         rec
         for name in s.splits
-        for rec in spread_per_task([from_row(r) for r in splits[name]], s.max_per_task)
+        for rec in sample_per_task([from_row(r) for r in splits[name]], s.max_per_task)
     ]
     options = OmegaConf.to_container(cfg.teacher, resolve=True)
     name = options.pop("name")

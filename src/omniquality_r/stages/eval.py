@@ -15,7 +15,7 @@ from .common import (
     instructions_of,
     log_metrics,
     output_dir,
-    spread_per_task,
+    sample_per_task,
 )
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def evaluate_split(cfg: DictConfig, model, processor, data: DictConfig, out: Pat
     most): predictions.csv, metrics.json and scatter.png in `out`; the metric rows per
     read-out (eval/evaluate.write_report)."""
     records = [from_row(r) for r in data_splits(cfg, data)[cfg.stage.split]]
-    records = spread_per_task(records, cfg.stage.max_per_task)
+    records = sample_per_task(records, cfg.stage.max_per_task)
     readouts = list(cfg.stage.readouts)
     rows, skipped = predict(
         model, processor, records,

@@ -31,7 +31,7 @@ from .common import (
     optimizer_factories,
     output_dir,
     resume_path,
-    spread_per_task,
+    sample_per_task,
     trainable,
 )
 
@@ -100,7 +100,7 @@ def grpo_stage(cfg: DictConfig) -> dict:
     out = output_dir(cfg)
     splits = data_splits(cfg)
     train = [from_row(r) for r in splits["train"]]
-    val = spread_per_task([from_row(r) for r in splits["val"]], cfg.stage.val_per_task)
+    val = sample_per_task([from_row(r) for r in splits["val"]], cfg.stage.val_per_task)
     policy, processor = configured_model(cfg, on_device=False)
     ref = reference_model(cfg, policy)
     policy = trainable(cfg, policy)

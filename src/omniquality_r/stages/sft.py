@@ -21,7 +21,7 @@ from .common import (
     optimizer_factories,
     output_dir,
     resume_path,
-    spread_per_task,
+    sample_per_task,
     trainable,
 )
 
@@ -45,7 +45,7 @@ def sft_stage(cfg: DictConfig) -> dict:
                             num_workers=s.num_workers) if val else None  # fmt: skip
     module = SFTModule(
         trainable(cfg, model), processor, **optimizer_factories(s.optim),
-        val_records=spread_per_task([from_row(r) for r in val], s.val.max_per_task),
+        val_records=sample_per_task([from_row(r) for r in val], s.val.max_per_task),
         instructions=instructions_of(cfg), system_prompt=cfg.system_prompt,
         generation=OmegaConf.to_container(cfg.decoding, resolve=True),
         readouts=list(s.val.readouts), val_batch_size=s.val.batch_size,
