@@ -46,7 +46,7 @@ TASKS = ["technical", "aesthetic", "alignment"]
 SWEEPS = {
     "reward_ablation": (lambda c: c.reward.name,
                         ["gaussian", "laplace", "threshold", "neg_abs_error", "fidelity"]),
-    "filter_gate_ablation": (lambda c: (c.algo.filter.enabled, c.algo.gate.enabled),
+    "filter_gate_ablation": (lambda c: (c.stage.algo2.filter.enabled, c.stage.algo2.gate.enabled),
                              [(False, False), (False, True), (True, False), (True, True)]),
     "task_ablation": (lambda c: list(c.task), [[t] for t in TASKS] + [TASKS]),
     "seeds": (lambda c: c.seed, [0, 1, 2]),

@@ -45,8 +45,22 @@ PIPELINE = (
     ("eval_grpo_stage2", "eval", None, "grpo_stage2"),
 )
 DONE = "done.json"
+STEP_CONFIG = "pipeline_config.yaml"  # the pipeline config a finished step ran under
 # the steps that train a checkpoint (those the others start from): sft, grpo_stage1, grpo_stage2
 TRAINED_STEPS = tuple(dict.fromkeys(start for *_, start in PIPELINE if start))
+# The first step that reads each config key (longest prefix wins). A key that differs from a
+# base run's (stage.reuse_from) invalidates that step and every later one; a key not listed
+# here invalidates every step. Keys that never change a result are not compared at all.
+FIRST_READER = {
+    "stage.eval_untrained": "eval_untrained",
+    "teacher": "cot", "stage.cot": "cot",
+    "stage.sft": "sft",
+    "stage.eval": "eval_sft",
+    "reward": "grpo_stage1", "stage.grpo1": "grpo_stage1", "stage.algo1": "grpo_stage1",
+    "stage.grpo2": "grpo_stage2", "stage.algo2": "grpo_stage2",
+}  # fmt: skip
+NOT_COMPARED = ("paths", "run", "logger", "debug", "stage.run_dir", "stage.redo",
+                "stage.reuse_from")  # fmt: skip
 STEP_STAGES: dict[str, Callable[[DictConfig], dict]] = {
     "pretrain": pretrain_stage, "eval": eval_stage, "cot": cot_stage, "sft": sft_stage,
     "grpo": grpo_stage,
@@ -82,14 +96,73 @@ def refuse_ignored_overrides(overrides: list[str]) -> None:
             "stage.algo2.filter.enabled=true, or stage.algo1=<algo file> to pick a file")
 
 
+def _flat(tree, prefix: str = "") -> dict[str, object]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _compared(cfg: DictConfig) -> dict[str, object]:
+    flat = _flat(OmegaConf.to_container(cfg, resolve=True))
+    return {k: v for k, v in flat.items()
+            if not any(k == n or k.startswith(n + ".") for n in NOT_COMPARED)}  # fmt: skip
+
+
+def _first_reader(key: str) -> str:
+    owners = [p for p in FIRST_READER if key == p or key.startswith(p + ".")]
+    return FIRST_READER[max(owners, key=len)] if owners else PIPELINE[0][0]
+
+
+def reusable_steps(base_config: dict[str, object], config: dict[str, object]) -> tuple[str, ...]:
+    """The leading pipeline steps whose inputs are equal in both (flattened, compared) configs:
+    every step before the first one that reads a key whose value differs."""
+    differing = {k for k in base_config.keys() | config.keys()
+                 if base_config.get(k, "<unset>") != config.get(k, "<unset>")}  # fmt: skip
+    order = [name for name, *_ in PIPELINE]
+    first = min((order.index(_first_reader(k)) for k in differing), default=len(order))
+    return tuple(order[:first])
+
+
+def reuse_base_steps(cfg: DictConfig, run: Path, base: Path) -> list[str]:
+    """Copy into `run` each leading step of the finished pipeline run `base` whose inputs are
+    unchanged (reusable_steps, against the config that step ran under); returns their names.
+    The copies make `run` self-contained, and the loop then skips them as done."""
+    if not base.is_dir():
+        raise ConfigError(f"stage.reuse_from={base}: no such run folder")
+    config = _compared(cfg)
+    reused = []
+    for name, *_ in PIPELINE:
+        source = base / name
+        if (run / name / DONE).is_file():
+            reused.append(name)
+            continue
+        if not (source / DONE).is_file() or not (source / STEP_CONFIG).is_file():
+            break
+        base_config = _compared(OmegaConf.load(source / STEP_CONFIG))
+        if name not in reusable_steps(base_config, config):
+            break
+        if (run / name).exists():  # an unfinished step of this run: the base's replaces it
+            shutil.rmtree(run / name)
+        shutil.copytree(source, run / name, ignore=shutil.ignore_patterns("*.ckpt"))
+        reused.append(name)
+    log.info("pipeline: reused from %s: %s", base, ", ".join(reused) or "no step")
+    return reused
+
+
 def pipeline_stage(cfg: DictConfig) -> dict:
     """Every stage in one run folder, each step in <run>/<step>/; finished steps (done.json)
     are skipped unless listed in stage.redo, an interrupted one resumes from its last
-    Lightning checkpoint. Ends with the SRCC/PLCC table per model."""
+    Lightning checkpoint; stage.reuse_from first copies in a base run's steps whose inputs are
+    unchanged. Ends with the SRCC/PLCC table per model."""
     if HydraConfig.initialized():
         refuse_ignored_overrides(list(HydraConfig.get().overrides.task))
     run = Path(cfg.stage.run_dir) if cfg.stage.run_dir else output_dir(cfg)
     redo = set(cfg.stage.redo or ())
+    if cfg.stage.reuse_from:
+        reuse_base_steps(cfg, run, Path(cfg.stage.reuse_from))
     summary: dict[str, dict] = {}
     for name, key, algo, start in PIPELINE:
         if name == "pretrain" and not perception_settings(cfg):
@@ -111,6 +184,7 @@ def pipeline_stage(cfg: DictConfig) -> dict:
         seed_everything(cfg.seed, workers=True)
         result = STEP_STAGES[sub.stage.name](sub)
         summary[name] = {"wall_s": time.time() - t0, "result": json_safe(result)}
+        OmegaConf.save(cfg, folder / STEP_CONFIG, resolve=True)
         done.write_text(json.dumps(summary[name], indent=2))
     table = pipeline_table(summary)
     print(table)

@@ -1,0 +1,85 @@
+"""stage.reuse_from: which of a base run's steps a new pipeline run may copy in."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from omniquality_r.settings import ConfigError
+from omniquality_r.stages.pipeline import (
+    DONE,
+    STEP_CONFIG,
+    reusable_steps,
+    reuse_base_steps,
+)
+
+BASE = {"seed": 0, "reward.name": "gaussian", "stage.sft.epochs": 6,
+        "stage.algo2.filter.enabled": True, "stage.eval.max_per_task": 100}  # fmt: skip
+BEFORE_GRPO = ("pretrain", "eval_untrained", "cot", "sft", "eval_sft")
+
+
+def changed(**values):
+    return {**BASE, **{k.replace("__", "."): v for k, v in values.items()}}
+
+
+def test_an_unchanged_config_reuses_every_step():
+    assert reusable_steps(BASE, dict(BASE))[-1] == "eval_grpo_stage2"
+
+
+def test_a_reward_change_reuses_the_steps_before_grpo():
+    assert reusable_steps(BASE, changed(reward__name="laplace")) == BEFORE_GRPO
+
+
+def test_a_stage2_change_reuses_stage1():
+    steps = reusable_steps(BASE, changed(stage__algo2__filter__enabled=False))
+    assert steps == (*BEFORE_GRPO, "grpo_stage1", "eval_grpo_stage1")
+
+
+def test_an_eval_change_keeps_the_trained_sft_but_not_its_eval():
+    assert reusable_steps(BASE, changed(stage__eval__max_per_task=50)) == BEFORE_GRPO[:4]
+
+
+@pytest.mark.parametrize("key", ["seed", "model.hidden_size", "data.root"])
+def test_a_change_of_an_unlisted_or_shared_key_reuses_nothing(key):
+    assert reusable_steps(BASE, {**BASE, key: "other"}) == ()
+
+
+def test_a_key_only_one_side_has_counts_as_changed():
+    assert reusable_steps(BASE, {**BASE, "stage.sft.extra": 1}) == BEFORE_GRPO[:3]
+
+
+def pipeline_cfg(tmp_path, **stage):
+    stage = {"sft": {"epochs": 6}, "run_dir": None, "reuse_from": str(tmp_path / "base"), **stage}
+    return OmegaConf.create({"seed": 0, "paths": {"output_dir": str(tmp_path / "new")},
+                             "reward": {"name": "gaussian"}, "stage": stage})  # fmt: skip
+
+
+def finished(run, name, cfg):
+    (run / name).mkdir(parents=True)
+    (run / name / DONE).write_text("{}")
+    (run / name / "last.ckpt").write_text("optimizer state")
+    OmegaConf.save(cfg, run / name / STEP_CONFIG)
+
+
+def test_reuse_copies_the_unchanged_leading_steps_without_lightning_checkpoints(tmp_path):
+    base_cfg = pipeline_cfg(tmp_path)
+    for name in (*BEFORE_GRPO, "grpo_stage1"):
+        finished(tmp_path / "base", name, base_cfg)
+    cfg = pipeline_cfg(tmp_path)
+    cfg.reward.name = "laplace"
+    run = tmp_path / "new"
+    assert reuse_base_steps(cfg, run, tmp_path / "base") == list(BEFORE_GRPO)
+    assert (run / "sft" / DONE).is_file() and not (run / "sft" / "last.ckpt").exists()
+    assert not (run / "grpo_stage1").exists()
+
+
+def test_reuse_stops_at_a_step_the_base_did_not_finish(tmp_path):
+    base_cfg = pipeline_cfg(tmp_path)
+    for name in ("pretrain", "eval_untrained"):
+        finished(tmp_path / "base", name, base_cfg)
+    (tmp_path / "base" / "cot").mkdir()  # interrupted: no done.json
+    assert reuse_base_steps(pipeline_cfg(tmp_path), tmp_path / "new",
+                            tmp_path / "base") == ["pretrain", "eval_untrained"]  # fmt: skip
+
+
+def test_reuse_from_a_missing_folder_names_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"stage\.reuse_from=.*nowhere"):
+        reuse_base_steps(pipeline_cfg(tmp_path), tmp_path / "new", tmp_path / "nowhere")
