@@ -7,6 +7,7 @@ from omniquality_r.settings import ConfigError
 from omniquality_r.stages.pipeline import (
     DONE,
     STEP_CONFIG,
+    _compared,
     reusable_steps,
     reuse_base_steps,
 )
@@ -42,6 +43,13 @@ def test_a_change_of_an_unlisted_or_shared_key_reuses_nothing(key):
     assert reusable_steps(BASE, {**BASE, key: "other"}) == ()
 
 
+def test_paths_inside_the_run_folder_compare_equal(tmp_path):
+    cfgs = [pipeline_cfg(tmp_path / run) for run in ("a", "b")]
+    for cfg in cfgs:
+        cfg.callbacks = {"dirpath": "${paths.output_dir}/checkpoints"}
+    assert _compared(cfgs[0]) == _compared(cfgs[1])
+
+
 def test_a_key_only_one_side_has_counts_as_changed():
     assert reusable_steps(BASE, {**BASE, "stage.sft.extra": 1}) == BEFORE_GRPO[:3]
 
@@ -49,6 +57,7 @@ def test_a_key_only_one_side_has_counts_as_changed():
 def pipeline_cfg(tmp_path, **stage):
     stage = {"sft": {"epochs": 6}, "run_dir": None, "reuse_from": str(tmp_path / "base"), **stage}
     return OmegaConf.create({"seed": 0, "paths": {"output_dir": str(tmp_path / "new")},
+                             "model": {"perception": {"steps": 1200}},
                              "reward": {"name": "gaussian"}, "stage": stage})  # fmt: skip
 
 

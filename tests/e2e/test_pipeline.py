@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from omniquality_r.settings import ConfigError
 from omniquality_r.stages.pipeline import refuse_ignored_overrides
@@ -53,6 +54,18 @@ def test_pipeline_runs_every_step_then_skips_them(tmp_path):
     assert (again.stdout + again.stderr).count("already done, skipped") == len(STEPS) - 1
     assert (run / "eval_grpo_stage2" / "done.json").stat().st_mtime > (
         run / "grpo_stage2" / "done.json").stat().st_mtime
+
+    # a reward variant reuses the base's steps before GRPO and trains both GRPO stages anew
+    variant = tmp_path / "laplace"
+    ablation = run_app(*small, "reward=laplace", f"stage.reuse_from={run}",
+                       f"hydra.run.dir={variant}")  # fmt: skip
+    assert ablation.returncode == 0, ablation.stderr[-4000:]
+    assert "reused from" in ablation.stderr + ablation.stdout
+    assert "eval_untrained, cot, sft, eval_sft" in ablation.stderr + ablation.stdout
+    assert (variant / "sft" / "checkpoint" / "config.json").is_file()
+    assert json.loads((variant / "summary.json").read_text())["sft"] == summary["sft"]
+    trained = OmegaConf.load(variant / "grpo_stage1" / "pipeline_config.yaml")
+    assert trained.reward.name == "laplace"
 
 
 @pytest.mark.parametrize("override", ["algo.lr=1e-5", "algo=dapo", "+algo.extra=1"])

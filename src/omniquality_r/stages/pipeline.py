@@ -96,6 +96,12 @@ def refuse_ignored_overrides(overrides: list[str]) -> None:
             "stage.algo2.filter.enabled=true, or stage.algo1=<algo file> to pick a file")
 
 
+def pipeline_steps(cfg: DictConfig) -> tuple[tuple, ...]:
+    """PIPELINE minus pretrain for the random tower (model.perception=null: nothing to
+    pretrain)."""
+    return tuple(step for step in PIPELINE if step[0] != "pretrain" or perception_settings(cfg))
+
+
 def _flat(tree, prefix: str = "") -> dict[str, object]:
     if not isinstance(tree, dict):
         return {prefix: tree}
@@ -106,8 +112,11 @@ def _flat(tree, prefix: str = "") -> dict[str, object]:
 
 
 def _compared(cfg: DictConfig) -> dict[str, object]:
+    """The flattened, resolved config minus NOT_COMPARED, with the run folder in any value
+    (e.g. callbacks.checkpoint.dirpath) written as <run>."""
     flat = _flat(OmegaConf.to_container(cfg, resolve=True))
-    return {k: v for k, v in flat.items()
+    run = str(flat.get("paths.output_dir"))
+    return {k: v.replace(run, "<run>") if isinstance(v, str) else v for k, v in flat.items()
             if not any(k == n or k.startswith(n + ".") for n in NOT_COMPARED)}  # fmt: skip
 
 
@@ -134,7 +143,7 @@ def reuse_base_steps(cfg: DictConfig, run: Path, base: Path) -> list[str]:
         raise ConfigError(f"stage.reuse_from={base}: no such run folder")
     config = _compared(cfg)
     reused = []
-    for name, *_ in PIPELINE:
+    for name, *_ in pipeline_steps(cfg):
         source = base / name
         if (run / name / DONE).is_file():
             reused.append(name)
@@ -164,9 +173,7 @@ def pipeline_stage(cfg: DictConfig) -> dict:
     if cfg.stage.reuse_from:
         reuse_base_steps(cfg, run, Path(cfg.stage.reuse_from))
     summary: dict[str, dict] = {}
-    for name, key, algo, start in PIPELINE:
-        if name == "pretrain" and not perception_settings(cfg):
-            continue  # the random tower (model.perception=null): nothing to pretrain
+    for name, key, algo, start in pipeline_steps(cfg):
         folder = run / name
         done = folder / DONE
         if done.is_file() and not ({name, "all"} & redo):
