@@ -199,9 +199,9 @@ def resume_path(trainer: L.Trainer) -> str | None:
     return str(last) if last.exists() else None  # a folder under DeepSpeed
 
 
-def finish_logging(trainer: L.Trainer) -> None:
+def finish_logging(logger) -> None:
     """Close wandb's run so the next job of a multirun logs into its own."""
-    if type(trainer.logger).__name__ == "WandbLogger":
+    if type(logger).__name__ == "WandbLogger":
         import wandb
 
         wandb.finish()
@@ -253,7 +253,4 @@ def log_metrics(cfg: DictConfig, metrics: dict[str, float]) -> None:
     logger = stage_logger(cfg)
     logger.log_metrics(metrics)
     logger.finalize("success")
-    if type(logger).__name__ == "WandbLogger":
-        import wandb
-
-        wandb.finish()
+    finish_logging(logger)

@@ -142,7 +142,7 @@ def grpo_stage(cfg: DictConfig) -> dict:
     }
     if trainer.is_global_zero:
         (out / CHECKPOINT / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    finish_logging(trainer)
+    finish_logging(trainer.logger)
     log.info("GRPO: %d rollouts, %d optimiser steps in %.0f s; checkpoint %s", module.rollouts,
              trainer.global_step, wall, out / CHECKPOINT)  # fmt: skip
     return summary

@@ -69,7 +69,7 @@ def sft_stage(cfg: DictConfig) -> dict:
         trainer.check_val_every_n_epoch = None
     summary = train_sft(module, trainer, loader, val_loader, output_dir(cfg) / CHECKPOINT,
                         ckpt_path=resume_path(trainer))  # fmt: skip
-    finish_logging(trainer)
+    finish_logging(trainer.logger)
     final = {k: v for k, v in summary["final"].items() if k == "val/loss" or k.endswith("all/srcc")}
     log.info("SFT: %d steps, %.1f samples/s; final %s", summary["steps"],
              summary["samples_per_s"], final)  # fmt: skip
