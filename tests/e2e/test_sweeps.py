@@ -67,6 +67,18 @@ def test_sweep_config_expands_to_its_jobs(name):
     assert [read(composed([f"+sweep={name}", *job])) for job in jobs] == expected
 
 
+def test_an_ablation_over_seeds_reuses_the_base_job_of_its_seed():
+    """The README's ablation command: `+sweep=[seeds,reward_ablation]` is 3 x 5 jobs, each
+    reusing multirun/base/<its seed>."""
+    fixed = ["+sweep=[seeds,reward_ablation]", "stage.reuse_from=multirun/base/${seed}"]
+    params = composed(fixed, hydra=True).hydra.sweeper.params
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    jobs = [composed([*fixed, *job]) for job in BasicSweeper.split_arguments(parsed, None)[0]]
+    assert len(jobs) == 15
+    assert {(c.seed, c.reward.name, c.stage.reuse_from) for c in jobs} == {
+        (s, r, f"multirun/base/{s}") for s in (0, 1, 2) for r in SWEEPS["reward_ablation"][1]}
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
 def test_wandb_sweep_passes_hydra_overrides_to_run_py(path):
     spec = yaml.safe_load(path.read_text())
