@@ -14,6 +14,7 @@ from omniquality_r.analysis import (
     collect_runs,
     load_predictions,
     load_samples,
+    markdown_table,
     training_curves,
     variant_columns,
 )
@@ -26,7 +27,7 @@ NO_PERCEPTION = "++model.perception=null"  # the random tower: no perception pre
 TASKS = ("aesthetic", "alignment", "technical")
 METRICS = {f"{r}/{t}/{m}" for r in ("greedy", "expectation") for t in TASKS
            for m in ("srcc", "plcc", "parse_rate")}  # fmt: skip
-FIGURES = {"ablation.csv", "ablation.png", "scatter.png", "traces.png"}
+FIGURES = {"ablation.csv", "ablation.md", "ablation.png", "scatter.png", "traces.png"}
 
 
 def run_sweep(*overrides: str) -> None:
@@ -80,6 +81,16 @@ def test_notebook_on_folder_of_sweeps(sweeps):
     text = execute_notebook(sweeps)
     assert figures(sweeps) == FIGURES | {"curves.png", "grpo_samples.png"}
     assert "no training curves" not in text and "no GRPO samples" not in text
+
+
+def test_markdown_table_gives_mean_and_std_over_seeds_per_task():
+    runs = pd.DataFrame({"reward": ["gaussian", "gaussian", "laplace"], "seed": [0, 1, 0],
+                         "greedy/technical/srcc": [0.8, 0.6, 0.5],
+                         "greedy/alignment/srcc": [0.2, float("nan"), float("nan")],
+                         "greedy/technical/plcc": [0.9, 0.9, 0.9]})  # fmt: skip
+    assert markdown_table(ablation_table(runs)).splitlines() == [
+        "| variant | technical | alignment | n |", "|---|---|---|---|",
+        "| gaussian | 0.700 ± 0.141 | 0.200 | 2 |", "| laplace | 0.500 | - | 1 |"]
 
 
 @pytest.mark.slow

@@ -112,6 +112,29 @@ def ablation_table(df: pd.DataFrame, by: Sequence[str] | None = None) -> pd.Data
     return groups.agg(["mean", "std", "count"])
 
 
+def mean_std(table: pd.DataFrame, metric: str, with_n: bool = True) -> list[str]:
+    """'mean ± std (n=k)' of `metric` per ablation_table row (no std from one value); '-' when
+    no report has a finite value."""
+    mean, std, n = (table[(metric, s)] for s in ("mean", "std", "count"))
+    return ["-" if k == 0 else f"{m:.3f}" + ("" if pd.isna(s) else f" ± {s:.3f}")
+            + (f" (n={k})" if with_n else "") for m, s, k in zip(mean, std, n)]  # fmt: skip
+
+
+def markdown_table(table: pd.DataFrame, readout: str = "greedy", metric: str = "srcc") -> str:
+    """An ablation_table as a Markdown table: one row per variant, one column per task, cells
+    'mean ± std' of `readout`/<task>/`metric` over seeds, and the seeds' count n."""
+    columns = [c for c in dict.fromkeys(c for c, _ in table.columns)
+               if c.startswith(f"{readout}/") and c.endswith(f"/{metric}")]  # fmt: skip
+    tasks = [c.split("/")[1] for c in columns]
+    labels = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in table.index]
+    cells = [mean_std(table, c, with_n=False) for c in columns]
+    counts = table[[(c, "count") for c in columns]].max(axis=1).astype(int)
+    lines = [f"| variant | {' | '.join(tasks)} | n |", "|---" * (len(tasks) + 2) + "|"]
+    for i, label in enumerate(labels):
+        lines.append(f"| {label} | {' | '.join(col[i] for col in cells)} | {counts.iloc[i]} |")
+    return "\n".join(lines)
+
+
 def _leveldb_records(data: bytes) -> Iterator[bytes]:
     """Records of a wandb transaction log: a 7-byte header, then the LevelDB log format
     (32 KiB blocks of chunks: crc32c 4, length 2, type 1 = full/2 first/3 middle/4 last)."""
