@@ -60,7 +60,9 @@ def execute_notebook(sweep_dir: Path) -> str:
 
 def figures(sweep_dir: Path) -> set[str]:
     files = list((sweep_dir / "figures").iterdir())
-    assert all(f.stat().st_size > 500 for f in files)
+    assert all(f.stat().st_size > 500 for f in files if f.suffix == ".png")
+    markdown = (sweep_dir / "figures" / "ablation.md").read_text().splitlines()
+    assert markdown[0].startswith("| variant |") and len(markdown) > 2
     return {f.name for f in files}
 
 
