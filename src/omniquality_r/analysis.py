@@ -112,6 +112,11 @@ def ablation_table(df: pd.DataFrame, by: Sequence[str] | None = None) -> pd.Data
     return groups.agg(["mean", "std", "count"])
 
 
+def variant_labels(table: pd.DataFrame) -> list[str]:
+    """One label per ablation_table row: its variant values joined by ' / '."""
+    return [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in table.index]
+
+
 def mean_std(table: pd.DataFrame, metric: str, with_n: bool = True) -> list[str]:
     """'mean ± std (n=k)' of `metric` per ablation_table row (no std from one value); '-' when
     no report has a finite value."""
@@ -126,7 +131,7 @@ def markdown_table(table: pd.DataFrame, readout: str = "greedy", metric: str = "
     columns = [c for c in dict.fromkeys(c for c, _ in table.columns)
                if c.startswith(f"{readout}/") and c.endswith(f"/{metric}")]  # fmt: skip
     tasks = [c.split("/")[1] for c in columns]
-    labels = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in table.index]
+    labels = variant_labels(table)
     cells = [mean_std(table, c, with_n=False) for c in columns]
     counts = table[[(c, "count") for c in columns]].max(axis=1).astype(int)
     lines = [f"| variant | {' | '.join(tasks)} | n |", "|---" * (len(tasks) + 2) + "|"]
