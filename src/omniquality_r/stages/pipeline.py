@@ -137,7 +137,8 @@ def reusable_steps(base_config: dict[str, object], config: dict[str, object]) ->
 
 def reuse_base_steps(cfg: DictConfig, run: Path, base: Path) -> list[str]:
     """Copy into `run` each leading step of the finished pipeline run `base` whose inputs are
-    unchanged (reusable_steps, against the config that step ran under); returns their names.
+    unchanged (reusable_steps, against the config that step ran under); returns the names of
+    the steps copied.
     The copies make `run` self-contained, and the loop then skips them as done."""
     if not base.is_dir():
         raise ConfigError(f"stage.reuse_from={base}: no such run folder")
@@ -145,8 +146,7 @@ def reuse_base_steps(cfg: DictConfig, run: Path, base: Path) -> list[str]:
     reused = []
     for name, *_ in pipeline_steps(cfg):
         source = base / name
-        if (run / name / DONE).is_file():
-            reused.append(name)
+        if (run / name / DONE).is_file():  # this run's own finished step (a resume)
             continue
         if not (source / DONE).is_file() or not (source / STEP_CONFIG).is_file():
             break
