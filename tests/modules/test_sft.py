@@ -32,9 +32,11 @@ from omniquality_r.modules.sft import (
     BATCH_INFO,
     SFTModule,
     accumulation_steps,
+    repeat_per_task,
     sft_loss,
     train_sft,
 )
+from omniquality_r.settings import ConfigError
 
 INSTRUCTIONS = {"technical": "Rate the quality.", "aesthetic": "Rate the beauty.",
                 "alignment": 'Does it show "{prompt}"?'}  # fmt: skip
@@ -152,6 +154,21 @@ def test_a_lora_sft_checkpoint_saves_the_adapter_and_a_merged_model(tiny_path, r
     merged, _ = load_model(str(tmp_path / "sft"))
     logits2, _ = _logits_and_scores(merged, processor, batch, [])
     assert torch.allclose(logits, logits2, atol=1e-4)
+
+
+def test_repeat_per_task_repeats_the_named_tasks_rows_in_place():
+    rows = [{"id": "a", "task": "technical"}, {"id": "b", "task": "alignment"},
+            {"id": "c", "task": "aesthetic"}]  # fmt: skip
+    assert [r["id"] for r in repeat_per_task(rows, {"alignment": 3})] == ["a", "b", "b", "b", "c"]
+    assert repeat_per_task(rows, {}) == rows
+
+
+@pytest.mark.parametrize("repeats, match", [({"alignmnet": 2}, "repeat_per_task.alignmnet: no CoT"),
+                                            ({"alignment": 0}, "expected an integer >= 1"),
+                                            ({"alignment": 1.5}, "expected an integer >= 1")])
+def test_repeat_per_task_refuses_an_unknown_task_or_a_bad_count(repeats, match):
+    with pytest.raises(ConfigError, match=match):
+        repeat_per_task([{"id": "b", "task": "alignment"}], repeats)
 
 
 def test_accumulation_reaches_the_global_batch():

@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -41,6 +41,7 @@ from ..models.shared_prefix import (
     lm_logits,
 )
 from ..precision import trainer_device
+from ..settings import ConfigError
 from .checkpoint import generation_under, save_trained
 from .optim import optimizer_with_schedule
 
@@ -55,6 +56,20 @@ def read_cot(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"CoT data not found: {path} (run stage=cot, set stage.cot_path)")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def repeat_per_task(rows: Sequence[dict], repeats: Mapping[str, int]) -> list[dict]:
+    """Each row `repeats[row["task"]]` times (1 for a task not named), in order: a task's share
+    of every SFT epoch. A task named that no row has, or a repeat that is not an integer >= 1,
+    is a ConfigError naming it."""
+    tasks = {r["task"] for r in rows}
+    for task, n in repeats.items():
+        if task not in tasks:
+            raise ConfigError(f"stage.repeat_per_task.{task}: no CoT row of that task; "
+                              f"the rows' tasks: {sorted(tasks)}")  # fmt: skip
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"stage.repeat_per_task.{task}={n!r}: expected an integer >= 1")
+    return [r for r in rows for _ in range(repeats.get(r["task"], 1))]
 
 
 def accumulation_steps(global_batch: int, micro_batch: int, world_size: int) -> int:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from ..data.batches import EpochBatches
 from ..data.collate import collate_sft
 from ..data.records import from_row
-from ..modules.sft import SFTModule, accumulation_steps, read_cot, train_sft
+from ..modules.sft import SFTModule, accumulation_steps, read_cot, repeat_per_task, train_sft
 from .common import (
     CHECKPOINT,
     configured_model,
@@ -37,6 +37,7 @@ def sft_stage(cfg: DictConfig) -> dict:
     val = [r for r in rows if r["split"] == "val"]
     if not train:
         raise ValueError(f"{s.cot_path}: no rows of split 'train'")
+    train = repeat_per_task(train, OmegaConf.to_container(s.repeat_per_task))
     model, processor = configured_model(cfg, on_device=False)
     collate = functools.partial(collate_sft, processor, instructions=instructions_of(cfg),
                                 system_prompt=cfg.system_prompt, keep_plan=s.keep_plan,
