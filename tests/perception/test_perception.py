@@ -1,5 +1,6 @@
 import copy
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -83,12 +84,29 @@ def test_every_sampler_yields_valid_labels(task):
 def test_head_gives_one_logit_row_per_label_and_the_loss_skips_absent_labels():
     head = PerceptionHead(in_dim=32, n_tokens=16, width=24)
     logits = head(torch.randn(3, 16, 32))
-    assert {k: tuple(v.shape) for k, v in logits.items()} == {k: (3, n) for k, n in LABELS.items()}
+    assert {k: tuple(v.shape) for k, v in logits.items()} == {
+        **{k: (3, n) for k, n in LABELS.items()}, "token/row": (3, 16, 4), "token/col": (3, 16, 4)}
     labels = torch.full((3, len(LABELS)), IGNORE)
-    labels[:, : len(DISTORTIONS)] = 0  # only distortion labels: one task term
-    loss, terms = perception_loss(logits, labels, dict.fromkeys(TASKS, 1.0))
-    assert set(terms) == {"technical"} and torch.isfinite(loss)
+    labels[:, : len(DISTORTIONS)] = 0  # only distortion labels: one task term (+ position)
+    loss, terms = perception_loss(logits, labels, dict.fromkeys([*TASKS, "position"], 1.0))
+    assert set(terms) == {"technical", "position"} and torch.isfinite(loss)
     loss.backward()
+
+
+def test_the_position_term_is_the_cross_entropy_of_each_tokens_own_row_and_column():
+    """2 x 2 grid: token 0 (row 0, col 0) ... token 3 (row 1, col 1); logits that put
+    probability p on the right row and column give -log p per token."""
+    p = 0.8
+    right = torch.log(torch.tensor([[p, 1 - p], [1 - p, p]]))  # row / col 0, then 1
+    rows = torch.stack([right[0], right[0], right[1], right[1]])[None]  # (1, 4, 2)
+    cols = torch.stack([right[0], right[1], right[0], right[1]])[None]
+    labels = torch.full((1, len(LABELS)), IGNORE)
+    _, terms = perception_loss({"token/row": rows, "token/col": cols, **{
+        k: torch.zeros(1, n) for k, n in LABELS.items()}}, labels, {"position": 1.0})
+    assert terms == {"position": pytest.approx(-math.log(p))}
+    wrong = perception_loss({"token/row": rows.flip(1), "token/col": cols, **{
+        k: torch.zeros(1, n) for k, n in LABELS.items()}}, labels, {"position": 1.0})[1]
+    assert wrong["position"].item() == pytest.approx(-(math.log(p) + math.log(1 - p)) / 2)
 
 
 def test_task_counts_split_a_batch_by_the_mix():
@@ -133,7 +151,12 @@ def test_auc_and_technical_metrics_of_perfect_predictions():
     m = technical_metrics(probs, labels)
     assert m["mean_srcc"] == pytest.approx(1) and m["mean_auc"] == 1 and m["mos_srcc"] > 0.99
     tasks = np.full(40, TASKS.index("technical"))
-    assert set(perception_metrics(probs, labels, tasks)) == {"technical"}
+    grid = np.arange(16)  # 4 x 4 tokens: each read out at its own place but token 0 (row 1)
+    rows = np.eye(4)[np.tile(np.where(grid == 0, 1, grid // 4), (40, 1))]
+    cols = np.eye(4)[np.tile(grid % 4, (40, 1))]
+    m = perception_metrics({**probs, "token/row": rows, "token/col": cols}, labels, tasks)
+    assert set(m) == {"technical", "position"}
+    assert m["position"] == {"accuracy": pytest.approx(15 / 16), "chance": 1 / 16}
 
 
 def test_dct_stem_is_orthonormal_and_standardised(tiny_model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -24,12 +25,20 @@ class PerceptionHead(nn.Module):
     is folded into the merger afterwards, fold_norm), then Linear(D, width) -> GELU; the
     global labels (GLOBAL_LABELS) are read linearly from the mean over tokens
     (translation-invariant), the region labels (REGION_LABELS per alignment region) by an
-    MLP on all tokens flattened in raster order, so positions stay readable.
+    MLP on all tokens flattened in raster order, so positions stay readable. Each standardised
+    token also predicts its own row and column of the token grid linearly (`token/row`,
+    `token/col`): the LM reads the tokens by attention, which sees an image token's place only
+    through its rotary angles, so without this the tokens carry no position (a linear probe
+    finds their grid index at 9 %, chance 6 %) and "on the left" has nothing to attend to.
     """
 
     def __init__(self, in_dim: int, n_tokens: int, width: int = 128, token_width: int = 32):
         super().__init__()
         self.norm = nn.BatchNorm1d(in_dim, affine=False)
+        self.side = math.isqrt(n_tokens)
+        if self.side**2 != n_tokens:
+            raise ValueError(f"n_tokens={n_tokens}: expected a square token grid")
+        self.position_out = nn.Linear(in_dim, 2 * self.side)
         self.token = nn.Sequential(nn.Linear(in_dim, width), nn.GELU())
         self.global_out = nn.Linear(width, sum(GLOBAL_LABELS.values()))
         self.region_out = nn.Sequential(
@@ -39,14 +48,22 @@ class PerceptionHead(nn.Module):
         )  # fmt: skip
 
     def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.token(self.norm(tokens.flatten(0, 1)).view_as(tokens))
+        z = self.norm(tokens.flatten(0, 1)).view_as(tokens)
+        x = self.token(z)
         sizes = list(GLOBAL_LABELS.values())
         logits = dict(zip(GLOBAL_LABELS, self.global_out(x.mean(1)).split(sizes, dim=-1)))
+        logits["token/row"], logits["token/col"] = self.position_out(z).split(self.side, dim=-1)
         regions = self.region_out(x).view(len(x), len(POSITIONS), -1)
         for i, p in enumerate(POSITIONS):
             parts = regions[:, i].split(list(REGION_LABELS.values()), dim=-1)
             logits.update({f"object/{p}/{e}": z for e, z in zip(REGION_LABELS, parts)})
         return logits
+
+
+def token_grid(n_tokens: int, side: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of each of n_tokens merger tokens in raster order on a side-wide grid."""
+    index = torch.arange(n_tokens, device=device)
+    return index // side, index % side
 
 
 @torch.no_grad()
@@ -67,7 +84,9 @@ def perception_loss(
     """sum_task weights[task] * mean over that task's labels (present in the batch) of the
     label's cross-entropy over the images it applies to; distortion levels, being ordinal,
     add (E[level] - level)^2 / MAX_LEVEL (the expected level's error in levels, whose
-    gradient CE lacks: confusing level 1 with 4 costs as much as with 2). Also the terms."""
+    gradient CE lacks: confusing level 1 with 4 costs as much as with 2); plus
+    weights["position"] * the tokens' mean cross-entropy of their own grid row and column
+    (`token/row`, `token/col`, (B, N, side)). Also the terms."""
     per_group: dict[str, list[torch.Tensor]] = {g: [] for g in TASK_OF_GROUP}
     levels = torch.arange(MAX_LEVEL + 1, device=labels.device, dtype=torch.float32)
     for j, name in enumerate(LABELS):
@@ -79,6 +98,10 @@ def perception_loss(
                 loss = loss + ((z[keep].softmax(-1) @ levels - y[keep]) ** 2).mean() / MAX_LEVEL
             per_group[name.split("/")[0]].append(loss)
     terms = {TASK_OF_GROUP[g]: torch.stack(v).mean() for g, v in per_group.items() if v}
+    rows, cols = logits["token/row"].float(), logits["token/col"].float()
+    where = token_grid(rows.shape[1], rows.shape[2], rows.device)
+    terms["position"] = sum(nn.functional.cross_entropy(z.flatten(0, 1), w.repeat(len(z)))
+                            for z, w in zip((rows, cols), where)) / 2  # fmt: skip
     return sum(weights[t] * v for t, v in terms.items()), terms
 
 

@@ -15,7 +15,7 @@ from ..data.synthetic import (
     SHAPES,
 )
 
-PERCEPTION_VERSION = 2  # bump when labels, head or training change: it invalidates caches
+PERCEPTION_VERSION = 3  # bump when labels, head or training change: it invalidates caches
 STREAM_SALT = 0x9E5CE97  # keeps pretraining images apart from the dataset's seeds
 IGNORE = -100  # label not applicable to this image (cross-entropy ignore_index)
 MAX_STOPS = 2  # aesthetic exposure: signed stops -2..2

@@ -103,6 +103,15 @@ def alignment_metrics(probs: dict[str, np.ndarray], labels: np.ndarray) -> dict:
     }
 
 
+def position_metrics(probs: dict[str, np.ndarray]) -> dict:
+    """How often a token's (row, column) read-out is its own place in the grid; chance 1/N."""
+    rows, cols = probs["token/row"], probs["token/col"]  # (B, N, side)
+    n, side = rows.shape[1], rows.shape[2]
+    where = np.arange(n)
+    hit = (rows.argmax(-1) == where // side) & (cols.argmax(-1) == where % side)
+    return {"accuracy": float(hit.mean()), "chance": 1 / n}
+
+
 def format_metrics(metrics: dict) -> str:
     """perception_metrics as a few text lines."""
     lines = []
@@ -122,6 +131,9 @@ def format_metrics(metrics: dict) -> str:
     if g := metrics.get("alignment"):
         lines.append("alignment: accuracy (chance) over regions")
         lines += [f"  {e:14s} {v['accuracy']:5.2f} ({v['chance']:.2f})" for e, v in g.items()]
+    if p := metrics.get("position"):
+        lines.append(f"token position (own grid cell): accuracy {p['accuracy']:.2f} "
+                     f"(chance {p['chance']:.2f})")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -134,7 +146,8 @@ def format_perception_report(report: dict) -> str:
 
 
 def perception_metrics(probs: dict[str, np.ndarray], labels: np.ndarray, tasks: np.ndarray):
-    """technical/aesthetic/alignment metrics, each on the images of that task only."""
+    """technical/aesthetic/alignment metrics, each on the images of that task only; the
+    tokens' position read-out on all images."""
     fns = {"technical": technical_metrics, "aesthetic": aesthetic_metrics,
            "alignment": alignment_metrics}  # fmt: skip
     out = {}
@@ -142,6 +155,7 @@ def perception_metrics(probs: dict[str, np.ndarray], labels: np.ndarray, tasks: 
         rows = tasks == TASKS.index(t)
         if rows.any():
             out[t] = fn({k: v[rows] for k, v in probs.items()}, labels[rows])
+    out["position"] = position_metrics(probs)
     return out
 
 
@@ -157,5 +171,5 @@ def predict_probs(visual, head, batches) -> tuple[dict[str, np.ndarray], np.ndar
         probs.append({k: v.softmax(-1).float().cpu().numpy() for k, v in head(tokens).items()})
         labels.append(batch["labels"].numpy())
         tasks.append(batch["tasks"].numpy())
-    merged = {k: np.concatenate([p[k] for p in probs]) for k in LABELS}
+    merged = {k: np.concatenate([p[k] for p in probs]) for k in [*LABELS, "token/row", "token/col"]}
     return merged, np.concatenate(labels), np.concatenate(tasks)

@@ -1,0 +1,78 @@
+"""Does the model's alignment reasoning quote the prompt's object groups? Per eval step.
+
+    python benchmarks/alignment_copy.py multirun/base_seeds/0 multirun/align_long/0
+    python benchmarks/alignment_copy.py multirun/base_seeds      # every job of a sweep
+
+The analyst's alignment reasoning walks the prompt's groups, each quoted before its verdicts
+('"two red circles on the left": colour satisfied, ...'). A verdict is only about the prompt
+when the quote is the prompt's group. For the alignment rows of each `eval_*/predictions.csv`
+this prints: records, the share of the prompt's groups quoted verbatim at their place
+(`group copy`), the share of records whose quotes are exactly the prompt's groups (`all
+groups`), and the greedy SRCC from the step's metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from omniquality_r.cot.align import parse_prompt  # noqa: E402
+
+QUOTE = re.compile(r'"([^"]*)"')
+
+
+def copy_scores(rows: list[dict]) -> tuple[float, float]:
+    """(share of groups quoted verbatim at their place, share of rows quoting exactly their
+    prompt's groups) over alignment prediction rows (prompt, response)."""
+    groups = exact = copied = 0
+    for row in rows:
+        wanted = [g.phrase() for g in parse_prompt(row["prompt"])]
+        quoted = QUOTE.findall(row["response"])
+        groups += len(wanted)
+        copied += sum(w == q for w, q in zip(wanted, quoted))
+        exact += quoted == wanted
+    return copied / max(groups, 1), exact / max(len(rows), 1)
+
+
+def greedy_srcc(step: Path, task: str = "alignment") -> float | None:
+    metrics = json.loads((step / "metrics.json").read_text())["metrics"]["greedy"]
+    return next((m["srcc"] for m in metrics if m["task"] == task and m["dataset"] == "all"),
+                next((m["srcc"] for m in metrics if m["task"] == task), None))  # fmt: skip
+
+
+def runs_of(path: Path) -> list[Path]:
+    """A pipeline run folder itself, or the job folders of a sweep."""
+    if (path / "summary.json").is_file() or any(path.glob("eval_*/predictions.csv")):
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob("eval_*/predictions.csv")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="pipeline runs or sweep folders")
+    args = parser.parse_args()
+    print("| run | step | records | group copy | all groups | greedy SRCC |")
+    print("|---|---|---|---|---|---|")
+    for run in (r for p in args.paths for r in runs_of(p)):
+        for step in sorted(run.glob("eval_*")):
+            if not (step / "predictions.csv").is_file() or step.name == "eval_untrained":
+                continue
+            with open(step / "predictions.csv", newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r["task"] == "alignment"]
+            if not rows:
+                continue
+            group, exact = copy_scores(rows)
+            srcc = greedy_srcc(step)
+            print(f"| {run} | {step.name} | {len(rows)} | {group:.2f} | {exact:.2f} | "
+                  f"{'-' if srcc is None else f'{srcc:.3f}'} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
