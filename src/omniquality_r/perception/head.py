@@ -28,8 +28,9 @@ class PerceptionHead(nn.Module):
     MLP on all tokens flattened in raster order, so positions stay readable. Each standardised
     token also predicts its own row and column of the token grid linearly (`token/row`,
     `token/col`): the LM reads the tokens by attention, which sees an image token's place only
-    through its rotary angles, so without this the tokens carry no position (a linear probe
-    finds their grid index at 9 %, chance 6 %) and "on the left" has nothing to attend to.
+    through its rotary angles, so without this the tokens carry little position (a linear
+    probe finds the grid index at 17 %, chance 6 %: benchmarks/token_position_probe.py) and
+    "on the left" has little to attend to.
     """
 
     def __init__(self, in_dim: int, n_tokens: int, width: int = 128, token_width: int = 32):
