@@ -22,6 +22,7 @@ from omniquality_r.perception.report import (
     REPORT,
     auc,
     perception_metrics,
+    position_metrics,
     predict_probs,
     technical_metrics,
 )
@@ -91,6 +92,9 @@ def test_head_gives_one_logit_row_per_label_and_the_loss_skips_absent_labels():
     loss, terms = perception_loss(logits, labels, dict.fromkeys([*TASKS, "position"], 1.0))
     assert set(terms) == {"technical", "position"} and torch.isfinite(loss)
     loss.backward()
+    weights = {**dict.fromkeys(TASKS, 1.0), "position": 0.0}  # off: no term, the same loss
+    off, terms = perception_loss(logits, labels, weights)
+    assert set(terms) == {"technical"} and off.item() == terms["technical"].item()
 
 
 def test_the_position_term_is_the_cross_entropy_of_each_tokens_own_row_and_column():
@@ -151,12 +155,15 @@ def test_auc_and_technical_metrics_of_perfect_predictions():
     m = technical_metrics(probs, labels)
     assert m["mean_srcc"] == pytest.approx(1) and m["mean_auc"] == 1 and m["mos_srcc"] > 0.99
     tasks = np.full(40, TASKS.index("technical"))
+    assert set(perception_metrics(probs, labels, tasks)) == {"technical"}
+
+
+def test_position_metrics_count_tokens_read_out_at_their_own_grid_cell():
     grid = np.arange(16)  # 4 x 4 tokens: each read out at its own place but token 0 (row 1)
     rows = np.eye(4)[np.tile(np.where(grid == 0, 1, grid // 4), (40, 1))]
     cols = np.eye(4)[np.tile(grid % 4, (40, 1))]
-    m = perception_metrics({**probs, "token/row": rows, "token/col": cols}, labels, tasks)
-    assert set(m) == {"technical", "position"}
-    assert m["position"] == {"accuracy": pytest.approx(15 / 16), "chance": 1 / 16}
+    m = position_metrics({"token/row": rows, "token/col": cols})
+    assert m == {"accuracy": pytest.approx(15 / 16), "chance": 1 / 16}
 
 
 def test_dct_stem_is_orthonormal_and_standardised(tiny_model):

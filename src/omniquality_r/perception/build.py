@@ -25,7 +25,7 @@ from ..precision import describe_device, resolve_precision, uses_cuda
 from .head import HEAD_WEIGHTS, fold_norm, new_head
 from .labels import PERCEPTION_VERSION
 from .module import PerceptionModule
-from .report import REPORT, perception_metrics, predict_probs
+from .report import REPORT, perception_metrics, position_metrics, predict_probs
 from .stream import PerceptionStream
 from .tower import init_dct_stem, init_energy_block
 
@@ -119,7 +119,8 @@ def pretrain_vision(
         "train_seconds": round(train_seconds, 1),
         "seconds": round(time.perf_counter() - start, 1), "images_seen": steps * batch_size,
         "held_out": {"seed": eval_seed, "images": len(labels),
-                     **perception_metrics(probs, labels, tasks)},
+                     **perception_metrics(probs, labels, tasks),
+                     **({"position": position_metrics(probs)} if loss_weights["position"] else {})},
     }  # fmt: skip
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,11 @@ class PerceptionHead(nn.Module):
     (translation-invariant), the region labels (REGION_LABELS per alignment region) by an
     MLP on all tokens flattened in raster order, so positions stay readable. Each standardised
     token also predicts its own row and column of the token grid linearly (`token/row`,
-    `token/col`): the LM reads the tokens by attention, which sees an image token's place only
-    through its rotary angles, so without this the tokens carry little position (a linear
-    probe finds the grid index at 17 %, chance 6 %: benchmarks/token_position_probe.py) and
-    "on the left" has little to attend to.
+    `token/col`), trained where the loss weight `position` is above 0 (off by default: README,
+    "Alignment: what the tiny model gets wrong"). The LM reads the tokens by attention, which
+    sees an image token's place only through its rotary angles; without this term the tokens
+    carry little position (a linear probe finds the grid index at 17 %, chance 6 %:
+    benchmarks/token_position_probe.py).
     """
 
     def __init__(self, in_dim: int, n_tokens: int, width: int = 128, token_width: int = 32):
@@ -39,7 +40,6 @@ class PerceptionHead(nn.Module):
         self.side = math.isqrt(n_tokens)
         if self.side**2 != n_tokens:
             raise ValueError(f"n_tokens={n_tokens}: expected a square token grid")
-        self.position_out = nn.Linear(in_dim, 2 * self.side)
         self.token = nn.Sequential(nn.Linear(in_dim, width), nn.GELU())
         self.global_out = nn.Linear(width, sum(GLOBAL_LABELS.values()))
         self.region_out = nn.Sequential(
@@ -47,6 +47,8 @@ class PerceptionHead(nn.Module):
             nn.Linear(n_tokens * token_width, width), nn.GELU(),
             nn.Linear(width, len(POSITIONS) * sum(REGION_LABELS.values())),
         )  # fmt: skip
+        # last, so that the other layers start as they did before it existed
+        self.position_out = nn.Linear(in_dim, 2 * self.side)
 
     def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.norm(tokens.flatten(0, 1)).view_as(tokens)
@@ -87,7 +89,7 @@ def perception_loss(
     add (E[level] - level)^2 / MAX_LEVEL (the expected level's error in levels, whose
     gradient CE lacks: confusing level 1 with 4 costs as much as with 2); plus
     weights["position"] * the tokens' mean cross-entropy of their own grid row and column
-    (`token/row`, `token/col`, (B, N, side)). Also the terms."""
+    (`token/row`, `token/col`, (B, N, side)) where that weight is not 0. Also the terms."""
     per_group: dict[str, list[torch.Tensor]] = {g: [] for g in TASK_OF_GROUP}
     levels = torch.arange(MAX_LEVEL + 1, device=labels.device, dtype=torch.float32)
     for j, name in enumerate(LABELS):
@@ -101,8 +103,9 @@ def perception_loss(
     terms = {TASK_OF_GROUP[g]: torch.stack(v).mean() for g, v in per_group.items() if v}
     rows, cols = logits["token/row"].float(), logits["token/col"].float()
     where = token_grid(rows.shape[1], rows.shape[2], rows.device)
-    terms["position"] = sum(nn.functional.cross_entropy(z.flatten(0, 1), w.repeat(len(z)))
-                            for z, w in zip((rows, cols), where)) / 2  # fmt: skip
+    if weights["position"]:  # at 0 no term: the loss (and so the tower) is bit for bit as without
+        terms["position"] = sum(nn.functional.cross_entropy(z.flatten(0, 1), w.repeat(len(z)))
+                                for z, w in zip((rows, cols), where)) / 2  # fmt: skip
     return sum(weights[t] * v for t, v in terms.items()), terms
 
 

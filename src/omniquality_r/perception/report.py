@@ -146,8 +146,7 @@ def format_perception_report(report: dict) -> str:
 
 
 def perception_metrics(probs: dict[str, np.ndarray], labels: np.ndarray, tasks: np.ndarray):
-    """technical/aesthetic/alignment metrics, each on the images of that task only; the
-    tokens' position read-out on all images."""
+    """technical/aesthetic/alignment metrics, each on the images of that task only."""
     fns = {"technical": technical_metrics, "aesthetic": aesthetic_metrics,
            "alignment": alignment_metrics}  # fmt: skip
     out = {}
@@ -155,7 +154,6 @@ def perception_metrics(probs: dict[str, np.ndarray], labels: np.ndarray, tasks: 
         rows = tasks == TASKS.index(t)
         if rows.any():
             out[t] = fn({k: v[rows] for k, v in probs.items()}, labels[rows])
-    out["position"] = position_metrics(probs)
     return out
 
 
