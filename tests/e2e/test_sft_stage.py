@@ -64,3 +64,20 @@ def test_sft_trains_validates_and_saves_a_loadable_checkpoint(sft_run):
     model, processor = load_model(str(run_dir / "checkpoint"))
     assert model.config.model_type == "qwen2_5_vl" and processor.tokenizer.eos_token == "<|im_end|>"
 
+
+
+def test_sft_on_one_task_of_a_three_task_cot_file_with_its_rows_repeated(tmp_path):
+    """task=[alignment] keeps only the alignment rows of the file; repeat_per_task doubles them."""
+    cot, _ = write_cot(tmp_path)
+    rows = [json.loads(line) for line in cot.read_text().splitlines()]
+    n_align = sum(r["split"] == "train" and r["task"] == "alignment" for r in rows)
+    proc = run_app("stage=sft", "task=[alignment]", f"stage.cot_path={cot}", "stage.epochs=1",
+                   "stage.micro_batch=4", "stage.global_batch=4", "stage.val.max_per_task=1",
+                   "++stage.repeat_per_task.alignment=2", "decoding.max_new_tokens=8",
+                   f"paths.cache={tmp_path / 'cache'}",
+                   f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    left_out = "leaving out the CoT rows of task(s) ['aesthetic', 'technical']"
+    assert left_out in proc.stderr + proc.stdout
+    summary = json.loads((tmp_path / "run" / "checkpoint" / "train_summary.json").read_text())
+    assert summary["samples"] == 2 * n_align and summary["steps"] == math.ceil(2 * n_align / 4)

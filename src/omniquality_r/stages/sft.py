@@ -32,14 +32,20 @@ def sft_stage(cfg: DictConfig) -> dict:
     """SFT on the CoT rows of `stage.cot_path` (train; val for loss and SRCC/PLCC);
     saves a checkpoint and train_summary.json to <run>/checkpoint."""
     s = cfg.stage
+    tasks = instructions_of(cfg)
     rows = read_cot(s.cot_path)
+    other = sorted({r["task"] for r in rows} - set(tasks))
+    if other:  # e.g. task=[alignment] on the pipeline's three-task cot.jsonl
+        log.info("SFT: leaving out the CoT rows of task(s) %s (not in task=%s)", other,
+                 sorted(tasks))  # fmt: skip
+        rows = [r for r in rows if r["task"] in tasks]
     train = [r for r in rows if r["split"] == "train"]
     val = [r for r in rows if r["split"] == "val"]
     if not train:
-        raise ValueError(f"{s.cot_path}: no rows of split 'train'")
+        raise ValueError(f"{s.cot_path}: no rows of split 'train' for task(s) {sorted(tasks)}")
     train = repeat_per_task(train, OmegaConf.to_container(s.repeat_per_task))
     model, processor = configured_model(cfg, on_device=False)
-    collate = functools.partial(collate_sft, processor, instructions=instructions_of(cfg),
+    collate = functools.partial(collate_sft, processor, instructions=tasks,
                                 system_prompt=cfg.system_prompt, keep_plan=s.keep_plan,
                                 max_length=s.max_length, cache={})  # fmt: skip
     val_loader = DataLoader(val, batch_size=s.micro_batch, collate_fn=collate,
@@ -47,7 +53,7 @@ def sft_stage(cfg: DictConfig) -> dict:
     module = SFTModule(
         trainable(cfg, model), processor, **optimizer_factories(s.optim),
         val_records=sample_per_task([from_row(r) for r in val], s.val.max_per_task),
-        instructions=instructions_of(cfg), system_prompt=cfg.system_prompt,
+        instructions=tasks, system_prompt=cfg.system_prompt,
         generation=OmegaConf.to_container(cfg.decoding, resolve=True),
         readouts=list(s.val.readouts), val_batch_size=s.val.batch_size,
     )  # fmt: skip
