@@ -101,9 +101,9 @@ def perception_loss(
                 loss = loss + ((z[keep].softmax(-1) @ levels - y[keep]) ** 2).mean() / MAX_LEVEL
             per_group[name.split("/")[0]].append(loss)
     terms = {TASK_OF_GROUP[g]: torch.stack(v).mean() for g, v in per_group.items() if v}
-    rows, cols = logits["token/row"].float(), logits["token/col"].float()
-    where = token_grid(rows.shape[1], rows.shape[2], rows.device)
     if weights["position"]:  # at 0 no term: the loss (and so the tower) is bit for bit as without
+        rows, cols = logits["token/row"].float(), logits["token/col"].float()
+        where = token_grid(rows.shape[1], rows.shape[2], rows.device)
         terms["position"] = sum(nn.functional.cross_entropy(z.flatten(0, 1), w.repeat(len(z)))
                                 for z, w in zip((rows, cols), where)) / 2  # fmt: skip
     return sum(weights[t] * v for t, v in terms.items()), terms
