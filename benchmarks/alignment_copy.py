@@ -29,8 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from omniquality_r.analysis import find_jobs  # noqa: E402
 from omniquality_r.cot.align import ELEMENTS, parse_prompt  # noqa: E402
 from omniquality_r.data.synthetic import read_factors  # noqa: E402
+from omniquality_r.eval.metrics import POOLED  # noqa: E402
 
 QUOTE = re.compile(r'"([^"]*)"')
 SAID = re.compile(r'"[^"]*": ' + ", ".join(rf"{e} (not satisfied|satisfied)" for e in ELEMENTS))
@@ -65,16 +67,9 @@ def verdict_scores(rows: list[dict], factors: dict[str, dict]) -> tuple[float, f
 
 
 def greedy_srcc(step: Path, task: str = "alignment") -> float | None:
+    """The task's pooled greedy SRCC in the step's metrics.json."""
     metrics = json.loads((step / "metrics.json").read_text())["metrics"]["greedy"]
-    return next((m["srcc"] for m in metrics if m["task"] == task and m["dataset"] == "all"),
-                next((m["srcc"] for m in metrics if m["task"] == task), None))  # fmt: skip
-
-
-def runs_of(path: Path) -> list[Path]:
-    """A pipeline run folder itself, or the job folders of a sweep."""
-    if (path / "summary.json").is_file() or any(path.glob("eval_*/predictions.csv")):
-        return [path]
-    return sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob("eval_*/predictions.csv")))
+    return next(m["srcc"] for m in metrics if m["task"] == task and m["dataset"] == POOLED)
 
 
 def main() -> None:
@@ -86,7 +81,7 @@ def main() -> None:
     factors = read_factors(args.synthetic)
     print("| run | step | records | group copy | all groups | verdicts (constant) | greedy SRCC |")
     print("|---|---|---|---|---|---|---|")
-    for run in (r for p in args.paths for r in runs_of(p)):
+    for run in (p / r.relative_to(p.resolve()) for p in args.paths for r in find_jobs(p)):
         for step in sorted(run.glob("eval_*")):
             if not (step / "predictions.csv").is_file() or step.name == "eval_untrained":
                 continue
