@@ -15,6 +15,7 @@ from omniquality_r.analysis import (
     load_predictions,
     load_samples,
     markdown_table,
+    paired_gain,
     training_curves,
     variant_columns,
 )
@@ -185,3 +186,18 @@ def test_samples_of_a_pipeline_step_find_their_images_through_the_job_config(tmp
         '{"rollout": 1, "id": "m/a", "task": "technical", "mos": 2.0, "completion": "c", '
         '"reward": 0.5, "format": 1.0, "accuracy": 0.3, "advantage": 0.1}\n')
     assert load_samples(step)["image"].tolist() == [str(image)]
+
+
+def test_paired_gain_is_each_seeds_gain_over_its_own_start():
+    runs = pd.DataFrame({"path": ["j0", "j0", "j1", "j1", "j2"], "seed": [0, 0, 1, 1, 2],
+                         "report": ["eval_sft", "eval_grpo", "eval_sft", "eval_grpo", "eval_grpo"],
+                         "greedy/technical/srcc": [0.80, 0.85, 0.60, 0.68, 0.99]})  # fmt: skip
+    gain = paired_gain(runs)
+    assert list(gain.index) == ["eval_grpo"]  # j2 has no start to compare with: left out
+    assert gain[("greedy/technical/srcc", "mean")].item() == pytest.approx(0.065)
+    assert gain[("greedy/technical/srcc", "std")].item() == pytest.approx(0.03 / 2**0.5)
+    assert gain[("greedy/technical/srcc", "count")].item() == 2
+    # the unpaired spread of the two seeds' eval_grpo (0.12) would hide this gain
+    assert markdown_table(gain).splitlines()[2] == "| eval_grpo | 0.065 ± 0.021 | 2 |"
+    with pytest.raises(ValueError, match=r"no report 'eval_base'.*eval_grpo"):
+        paired_gain(runs, base="eval_base")
