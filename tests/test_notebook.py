@@ -2,6 +2,7 @@
 a two-step GRPO job of the untrained tiny model (run.py -m), and Lightning's own loggers."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,7 @@ def test_notebook_on_eval_sweep(sweeps):
     text = execute_notebook(sweeps / "eval")
     assert figures(sweeps / "eval") == FIGURES
     assert "no training curves" in text and "no GRPO samples" in text
+    assert "no gain over SFT" in text  # no eval_sft report
     assert "technical/srcc" in text and "technical/plcc" in text  # the ablation table
     table = pd.read_csv(sweeps / "eval" / "figures" / "ablation.csv", header=[0, 1], index_col=0)
     assert list(table.index) == ["all"]
@@ -192,12 +194,33 @@ def test_paired_gain_is_each_seeds_gain_over_its_own_start():
     runs = pd.DataFrame({"path": ["j0", "j0", "j1", "j1", "j2"], "seed": [0, 0, 1, 1, 2],
                          "report": ["eval_sft", "eval_grpo", "eval_sft", "eval_grpo", "eval_grpo"],
                          "greedy/technical/srcc": [0.80, 0.85, 0.60, 0.68, 0.99]})  # fmt: skip
-    gain = paired_gain(runs)
+    gain = paired_gain(runs, ["eval_grpo"])
     assert list(gain.index) == ["eval_grpo"]  # j2 has no start to compare with: left out
     assert gain[("greedy/technical/srcc", "mean")].item() == pytest.approx(0.065)
     assert gain[("greedy/technical/srcc", "std")].item() == pytest.approx(0.03 / 2**0.5)
     assert gain[("greedy/technical/srcc", "count")].item() == 2
     # the unpaired spread of the two seeds' eval_grpo (0.12) would hide this gain
     assert markdown_table(gain).splitlines()[2] == "| eval_grpo | 0.065 ± 0.021 | 2 |"
-    with pytest.raises(ValueError, match=r"no report 'eval_base'.*eval_grpo"):
-        paired_gain(runs, base="eval_base")
+    with pytest.raises(ValueError, match=r"no report \['eval_base'\].*'eval_grpo'"):
+        paired_gain(runs, ["eval_grpo"], base="eval_base")
+
+
+@pytest.mark.slow
+def test_notebook_gain_over_sft_on_pipeline_layout(sweeps, tmp_path):
+    """Two pipeline-shaped jobs (eval_sft and eval_grpo_stage2 reports, from the eval sweep's
+    real metrics.json with the technical SRCC set): figures/gain.md is each seed's gain."""
+    for seed, (sft, grpo) in enumerate([(0.50, 0.60), (0.70, 0.74)]):
+        source, job = sweeps / "eval" / str(seed), tmp_path / "pipe" / str(seed)
+        shutil.copytree(source / ".hydra", job / ".hydra")
+        report = json.loads((source / "metrics.json").read_text())
+        for step, value in (("eval_sft", sft), ("eval_grpo_stage2", grpo)):
+            for row in report["metrics"]["greedy"]:
+                row["srcc"] = value if row["task"] == "technical" else None
+            (job / step).mkdir()
+            (job / step / "metrics.json").write_text(json.dumps(report))
+            shutil.copy(source / "predictions.csv", job / step)
+    text = execute_notebook(tmp_path / "pipe")
+    assert "no gain over SFT" not in text
+    lines = (tmp_path / "pipe" / "figures" / "gain.md").read_text().splitlines()
+    assert lines[0] == "| variant | aesthetic | alignment | technical | n |"
+    assert lines[2] == "| eval_grpo_stage2 | - | - | 0.070 ± 0.042 | 2 |"

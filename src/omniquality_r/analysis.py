@@ -112,20 +112,21 @@ def ablation_table(df: pd.DataFrame, by: Sequence[str] | None = None) -> pd.Data
     return groups.agg(["mean", "std", "count"])
 
 
-def paired_gain(df: pd.DataFrame, base: str = "eval_sft",
+def paired_gain(df: pd.DataFrame, reports: Sequence[str], base: str = "eval_sft",
                 by: Sequence[str] | None = None) -> pd.DataFrame:
-    """Per job and report, metric(report) - metric(base report of the same job), i.e. each
-    model's gain over the model it started from in that seed (a pipeline job's eval_grpo_stage2
-    minus its eval_sft); then mean, std and count per variant and report as ablation_table.
-    The std is the spread of the per-seed gains, so a gain larger than it holds seed by seed."""
+    """Per job, metric(report) - metric(base report of the same job) for each of `reports`:
+    each model's gain over the model it started from in that seed (a pipeline job's
+    eval_grpo_stage2 minus its eval_sft); then mean, std and count per variant and report as
+    ablation_table. The std is the spread of the per-seed gains, so a gain larger than it
+    holds seed by seed. Jobs without the base report are left out."""
     metrics = metric_columns(df)
     start = df[df.report == base].set_index("path")[metrics]
-    if start.empty:
-        raise ValueError(f"no report {base!r} to take the gain against; reports: "
+    missing = sorted({base, *reports} - set(df.report))
+    if missing:
+        raise ValueError(f"no report {missing} to take the gain of; reports: "
                          f"{sorted(df.report.unique())}")  # fmt: skip
-    rows = df[(df.report != base) & df.path.isin(start.index)].reset_index(drop=True)
-    gains = rows[metrics].to_numpy() - start.loc[rows.path, metrics].to_numpy()
-    rows[metrics] = gains
+    rows = df[df.report.isin(reports) & df.path.isin(start.index)].reset_index(drop=True)
+    rows[metrics] = rows[metrics].to_numpy() - start.loc[rows.path, metrics].to_numpy()
     by = variant_columns(rows) if by is None else list(by)
     return ablation_table(rows, by=by if "report" in by else [*by, "report"])
 
