@@ -119,3 +119,17 @@ def test_kl_reference_choices():
     lora = composed(["stage=grpo", "lora=r16", "init_from=/stage1", "stage.sft_checkpoint=/sft"])
     with pytest.raises(ConfigError, match="with LoRA the KL reference"):
         reference_model(lora, policy)
+
+
+def test_tiny_rl_fresh_annotates_the_main_jobs_share_and_rolls_out_on_all():
+    """experiment=tiny_rl_fresh: the teacher annotates as many training records per task as the
+    main job has (so its SFT data is the main job's size), GRPO takes every training record,
+    and its larger synthetic set lives in a cache folder of its own."""
+    main, fresh = composed([]), composed(["experiment=tiny_rl_fresh"])
+    src, src_fresh = main.data.sources.synthetic, fresh.data.sources.synthetic
+    train_share = 1 - main.data.split.val - main.data.split.test
+    assert fresh.data.split == main.data.split  # same fractions and split seed
+    assert fresh.stage.cot.max_per_task == round(src.n_per_task * train_share)
+    assert src_fresh.n_per_task * train_share > 1.5 * fresh.stage.cot.max_per_task
+    assert src_fresh.root != src.root and main.stage.cot.max_per_task is None
+    assert fresh.stage.eval.max_per_task is None  # the whole test split
