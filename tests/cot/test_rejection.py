@@ -58,6 +58,13 @@ def test_longest_rule_prefers_reasoning_then_closeness():
     assert select([short, long_far, long_near], mos=2.5, rule="longest") == long_near
 
 
+def test_first_rule_keeps_the_first_accepted_sample_in_order():
+    samples = [traj(1.0, "rejected"), traj(2.9, "first accepted"), traj(2.5, "exact")]
+    accepted = accept(samples, mos=2.5, epsilon=0.5)
+    assert select(accepted, mos=2.5, rule="first") == samples[1]
+    assert select(accepted, mos=2.5, rule="closest") == samples[2]
+
+
 def test_select_nothing_or_unknown_rule():
     assert select([], mos=1.0) is None
     with pytest.raises(ValueError, match="median"):

@@ -5,7 +5,9 @@ then exactly one think and one answer holding a bare float) and |score - MOS| <=
 One accepted trajectory per record is kept, by `rule`:
   closest  the score nearest the MOS; ties go to the longer reasoning (more informative),
            then to the earlier sample;
-  longest  the longest reasoning; ties go to the score nearest the MOS, then the earlier sample.
+  longest  the longest reasoning; ties go to the score nearest the MOS, then the earlier sample;
+  first    the first accepted sample: plain rejection sampling (sample until one is accepted),
+           so the kept score is any score within epsilon of the MOS, not the nearest of k.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from ..eval.metrics import POOLED, srcc
 from ..prompts import parse_trajectory
 
-RULES = ("closest", "longest")
+RULES = ("closest", "longest", "first")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ def select(accepted: Sequence[Trajectory], mos: float, rule: str = "closest") ->
         raise ValueError(f"unknown selection rule {rule!r}; expected one of {RULES}")
     if not accepted:
         return None
+    if rule == "first":
+        return accepted[0]
     if rule == "closest":
         return min(accepted, key=lambda t: (abs(t.score - mos), -len(t.reasoning)))
     return min(accepted, key=lambda t: (-len(t.reasoning), abs(t.score - mos)))
