@@ -49,7 +49,8 @@ def throughput(name: str, step: dict) -> str:
     if name.startswith("eval"):
         rows = [r for r in result.get("greedy", []) if r["dataset"] == "all"]
         n = sum(r["n"] for r in rows)
-        return f"{n / wall:.2f} records/s ({n} records, greedy + expectation)"
+        readouts = " + ".join(k for k in ("greedy", "expectation") if result.get(k))
+        return f"{n / wall:.2f} records/s ({n} records, {readouts})"
     return ""
 
 
