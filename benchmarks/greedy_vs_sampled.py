@@ -11,8 +11,8 @@ temperature 1.0), each scored by the configured reward (conf/reward). It prints 
 SRCC, the SRCC of the samples' mean, the number of distinct greedy scores (ties cap SRCC),
 the spread of the samples around their mean, and the accuracy reward of the greedy answer
 and of the samples. Where the samples' reward lies below the greedy answer's, GRPO can raise
-its training reward up to the greedy level by narrowing the sampling alone, which leaves
-every greedy answer (and SRCC) as it was.
+its training reward up to the greedy level by narrowing the sampling alone, with no change
+in the greedy answers (or their SRCC).
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ from omniquality_r.data.records import TASKS, from_row, load_readable  # noqa: E
 from omniquality_r.eval.metrics import srcc  # noqa: E402
 from omniquality_r.rewards import REWARDS  # noqa: E402
 from omniquality_r.scoring import QualityScorer  # noqa: E402
-from omniquality_r.stages.common import data_splits, instructions_of, sample_per_task  # noqa: E402
+from omniquality_r.stages.common import (  # noqa: E402
+    configured_model,
+    data_splits,
+    instructions_of,
+    sample_per_task,
+)
 
 COLUMNS = ("n", "greedy SRCC", "mean-of-samples SRCC", "distinct greedy", "sample sd",
            "reward greedy", "reward samples")  # fmt: skip
@@ -46,7 +51,7 @@ def headroom(mos: Sequence[float], greedy: Sequence[float], samples: np.ndarray,
     """One task's row. `samples` [n, K] scores (NaN: unparsable), `reward_samples` [n, K]
     their accuracy rewards; sample sd = mean over records of the samples' std (ddof 0)."""
     greedy, samples = np.asarray(greedy, float), np.asarray(samples, float)
-    mean = np.nanmean(np.where(np.isfinite(samples), samples, np.nan), axis=1)
+    mean = np.nanmean(samples, axis=1)
     finite = greedy[np.isfinite(greedy)]
     return {
         "n": len(greedy),
@@ -68,19 +73,15 @@ def accuracy(cfg, responses: Sequence[str], mos: Sequence[float], datasets: Sequ
     return parts.accuracy.numpy()
 
 
-def checkpoint_of(folder: str) -> str:
-    path = Path(folder)
-    return str(path / "checkpoint") if (path / "checkpoint").is_dir() else str(path)
-
-
 def model_rows(cfg, folder: str, records, images, k: int) -> dict[str, dict]:
-    instructions = instructions_of(cfg)
-    greedy = QualityScorer.from_pretrained(
-        checkpoint_of(folder), instructions=instructions, system_prompt=cfg.system_prompt,
-        generation=OmegaConf.to_container(cfg.decoding, resolve=True))  # fmt: skip
-    rollout = OmegaConf.to_container(cfg.stage.algo1.generation, resolve=True)  # GRPO stage 1's
-    sampler = QualityScorer(greedy.model, greedy.processor, instructions=instructions,
-                            system_prompt=cfg.system_prompt, generation=rollout)  # fmt: skip
+    model, processor = configured_model(cfg, folder)  # a step folder stands for its checkpoint
+
+    def scorer(generation) -> QualityScorer:
+        return QualityScorer(model, processor, instructions=instructions_of(cfg),
+                             system_prompt=cfg.system_prompt,
+                             generation=OmegaConf.to_container(generation, resolve=True))
+
+    greedy, sampler = scorer(cfg.decoding), scorer(cfg.stage.algo1.generation)  # GRPO stage 1's
     rows = {}
     for task in TASKS:
         sel = [(r, im) for r, im in zip(records, images) if r.task == task]
