@@ -5,14 +5,18 @@ import pytest
 import torch
 from PIL import Image
 
+from omniquality_r.eval.evaluate import item_answers
 from omniquality_r.inference import (
     PromptSpec,
+    ScoredBatch,
     _answer_digit_positions,
+    check_samples,
     completion_mask,
     decode,
     encode_prompts,
     generate,
     read_scores,
+    score_items,
 )
 
 INSTRUCTIONS = {"technical": "Rate it.", "alignment": 'Match "{prompt}"?'}
@@ -99,3 +103,61 @@ def test_expectation_readout_weights_digit_probabilities(tiny_model):
 def test_unknown_readout_is_rejected():
     with pytest.raises(ValueError, match="unknown read-out 'mode'"):
         read_scores(["x"], "mode")
+
+
+def test_expectation_of_several_answers_per_prompt_reads_each_answers_prompt(tiny_model):
+    """Answers item-major (prompt_of [0, 0, 1, 1]) get the expectation each one gets as the
+    only answer to its own prompt."""
+    model, processor = tiny_model
+    tok = processor.tokenizer
+    inputs = encode_prompts(processor, _items(), INSTRUCTIONS, "SYS")
+    texts = ["<think>x</think><answer>3.47</answer>", "<think>yy</think><answer>1.20</answer>"]
+    rows = [[*tok(t).input_ids, tok.eos_token_id] for t in texts]
+    width = max(map(len, rows))
+    padded = [r + [tok.pad_token_id] * (width - len(r)) for r in rows]
+
+    def expectation(answers: list[int], prompt_of=None) -> list[float]:
+        return read_scores([texts[a] for a in answers], "expectation", model=model,
+                           processor=processor, inputs=inputs,
+                           completion_ids=torch.tensor([padded[a] for a in answers]),
+                           prompt_of=prompt_of)  # fmt: skip
+
+    grouped = expectation([0, 1, 0, 1], prompt_of=[0, 0, 1, 1])
+    assert grouped[0::2] == pytest.approx(expectation([0, 0]), abs=1e-5)  # one per prompt
+    assert grouped[1::2] == pytest.approx(expectation([1, 1]), abs=1e-5)
+    assert grouped[0] != pytest.approx(grouped[2], abs=1e-4)  # the prompt matters
+
+
+def test_score_items_draws_samples_per_item_item_major(tiny_model):
+    model, processor = tiny_model
+    sampling = {"max_new_tokens": 12, "do_sample": True, "temperature": 1.0}
+    torch.manual_seed(0)
+    out = score_items(model, processor, _items(), instructions=INSTRUCTIONS, system_prompt="SYS",
+                      generation=sampling, samples=3)  # fmt: skip
+    assert out.samples == 3 and len(out.responses) == len(out.scores["greedy"]) == 6
+    assert len(out.invalid) == len(out.looped) == 6
+    assert out.answers_of(1) == slice(3, 6)
+    assert len(set(out.responses)) > 1  # sampled, not one answer copied
+    with pytest.raises(ValueError, match="samples=2 answers per image need sampling"):
+        score_items(model, processor, _items(), instructions=INSTRUCTIONS, system_prompt="SYS",
+                    generation={"max_new_tokens": 4, "do_sample": False}, samples=2)  # fmt: skip
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        check_samples(0, sampling)
+
+
+def test_item_answers_sum_up_an_items_answers():
+    """Hand values: the mean of the valid answers per read-out; valid if any answer is."""
+    out = ScoredBatch(
+        responses=["a", "b", "c", "d", "e", "f"],
+        scores={"greedy": [2.0, math.nan, 3.0, math.nan, math.nan, math.nan],
+                "expectation": [2.5, math.nan, 3.5, math.nan, math.nan, math.nan]},
+        invalid=["", "no_answer", "", "no_answer", "out_of_range", "no_answer"],
+        looped=[False, True, False, False, False, False],
+        samples=3,
+    )  # fmt: skip
+    first = item_answers(out, 0, ["greedy", "expectation"])
+    assert first == {"response": "a", "invalid": "", "looped": True,
+                     "score_greedy": 2.5, "score_expectation": 3.0}  # fmt: skip
+    second = item_answers(out, 1, ["greedy"])
+    assert second["invalid"] == "no_answer" and not second["looped"]
+    assert math.isnan(second["score_greedy"]) and second["response"] == "d"

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from omniquality_r.modules.optim import optimizer_with_schedule
 from omniquality_r.settings import ConfigError, settings_from
-from omniquality_r.stages.common import optimizer_factories
+from omniquality_r.stages.common import answer_generation, optimizer_factories
 from omniquality_r.stages.grpo import grpo_settings, reference_model, rollout_budget
 
 
@@ -133,3 +133,15 @@ def test_tiny_rl_fresh_annotates_the_main_jobs_share_and_rolls_out_on_all():
     assert src_fresh.n_per_task * train_share > 1.5 * fresh.stage.cot.max_per_task
     assert src_fresh.root != src.root and main.stage.cot.max_per_task is None
     assert fresh.stage.eval.max_per_task is None  # the whole test split
+
+
+@pytest.mark.parametrize("stage", ["eval", "score", "select", "benchmark"])
+def test_answering_stages_sample_several_answers_with_the_authors_settings(stage):
+    """One answer: the `decoding` group (greedy); several: stage.sampling, which is
+    conf/decoding/sample.yaml (temperature 0.7, top_p 0.8, top_k 20)."""
+    one = answer_generation(composed([f"stage={stage}"]))
+    assert one["do_sample"] is False
+    several = answer_generation(composed([f"stage={stage}", "stage.samples=8"]))
+    assert several == {**one, "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20}
+    pipeline = composed(["stage.eval.samples=8"]).stage.eval
+    assert pipeline.samples == 8 and pipeline.sampling.temperature == 0.7

@@ -17,12 +17,18 @@ Read-outs (`read_scores`):
                per character or is invalid (prompts.read_answer), as for greedy.
 Generation in eval and scoring stops a looping answer early (RepetitionStop, the decoding
 config's `repetition_stop`); each batch reports which answers it stopped.
+
+Several sampled answers per image (`score_items(samples=K)`, a sampling decoding config such
+as conf/decoding/sample.yaml, the authors' inference): each image is encoded and its prompt
+prefilled once, each answer is read out alone, and an image's score is the mean of its
+valid answers (`summarize`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -143,10 +149,14 @@ def _answer_digit_positions(tokenizer, ids: list[int]) -> list[int] | None:
 
 
 @torch.no_grad()
-def expectation_scores(model, processor, inputs: dict, completion_ids: torch.Tensor) -> list[float]:
+def expectation_scores(model, processor, inputs: dict, completion_ids: torch.Tensor,
+                       prompt_of: Sequence[int] | None = None) -> list[float]:  # fmt: skip
     """The `expectation` read-out (module docstring): for each answer `d.dd`, the prompt and
     the completion up to `<answer>` as one prefix, run once, continued by the 60 branches
-    `d0 . d1 x` (d0 in 0-5, d1 in 0-9) whose logits give p(d0), p(d1|d0) and p(d2|d0,d1)."""
+    `d0 . d1 x` (d0 in 0-5, d1 in 0-9) whose logits give p(d0), p(d1|d0) and p(d2|d0,d1).
+    `prompt_of[b]`: the prompt row of completion b (default b: one completion per prompt)."""
+    if prompt_of is None:
+        prompt_of = range(completion_ids.shape[0])
     tok = processor.tokenizer
     digits = torch.tensor([tok.convert_tokens_to_ids(str(d)) for d in range(10)])
     mask = completion_mask(completion_ids, tok.eos_token_id)
@@ -161,7 +171,7 @@ def expectation_scores(model, processor, inputs: dict, completion_ids: torch.Ten
     chunk = max(1, 2**25 // (len(BRANCHES) * 4 * vocab))  # bound the [rows, 4, V] logits
     for at in range(0, len(answers), chunk):
         part = answers[at : at + chunk]
-        prefix = _prompts_with_reasoning(inputs, [(b, ids) for b, ids, _ in part], tok)
+        prefix = _prompts_with_reasoning(inputs, [(prompt_of[b], ids) for b, ids, _ in part], tok)
         prefix = {k: v.to(model.device) for k, v in prefix.items()}
         branches = torch.tensor([[digits[d0], dot, digits[d1], digits[0]]
                                  for _, _, dot in part for d0, d1 in BRANCHES])  # fmt: skip
@@ -219,21 +229,41 @@ def read_scores(
     processor=None,
     inputs: dict | None = None,
     completion_ids: torch.Tensor | None = None,
+    prompt_of: Sequence[int] | None = None,
 ) -> list[float]:
     """Scores for generated responses by `readout` (see module docstring); NaN where the
-    answer is invalid (prompts.read_answer), whatever the read-out."""
+    answer is invalid (prompts.read_answer), whatever the read-out. `prompt_of[b]`: the row of
+    `inputs` that response b answers (default b)."""
     if readout not in READOUTS:
         raise ValueError(f"unknown read-out {readout!r}; expected one of {READOUTS}")
     greedy = [math.nan if (s := parse_answer(r)) is None else s for r in responses]
     if readout == "greedy":
         return greedy
-    expected = expectation_scores(model, processor, inputs, completion_ids)
+    expected = expectation_scores(model, processor, inputs, completion_ids, prompt_of)
     return [e if math.isfinite(g) else math.nan for g, e in zip(greedy, expected)]
+
+
+def check_samples(samples: int, generation: dict) -> None:
+    """ValueError unless `samples` answers per image can be drawn with `generation`."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if samples > 1 and not generation.get("do_sample"):
+        raise ValueError(f"samples={samples} answers per image need sampling: a generation "
+                         "config with do_sample=True (e.g. conf/decoding/sample.yaml)")  # fmt: skip
+
+
+def summarize(samples: Sequence[float]) -> tuple[float, float]:
+    """Mean and population std of the parsed (finite) sample scores; NaN when none parsed."""
+    ok = [s for s in samples if math.isfinite(s)]
+    if not ok:
+        return math.nan, math.nan
+    return statistics.fmean(ok), statistics.pstdev(ok)
 
 
 @dataclass
 class ScoredBatch:
-    """One batch: the responses, their scores per read-out (NaN when invalid), why each
+    """One batch of `samples` answers per item, item-major (answer k of item i at row
+    i * samples + k): the responses, their scores per read-out (NaN when invalid), why each
     answer is invalid (prompts.INVALID; "" when valid), and whether the repetition guard
     stopped its generation."""
 
@@ -241,6 +271,11 @@ class ScoredBatch:
     scores: dict[str, list[float]]
     invalid: list[str]
     looped: list[bool]
+    samples: int = 1
+
+    def answers_of(self, item: int) -> slice:
+        """The rows of item `item`'s answers."""
+        return slice(item * self.samples, (item + 1) * self.samples)
 
 
 def score_items(
@@ -252,10 +287,13 @@ def score_items(
     system_prompt: str,
     generation: dict,
     readouts: Sequence[str] = ("greedy",),
+    samples: int = 1,
 ) -> ScoredBatch:
-    """Generate and read one batch. `generation` holds model.generate's settings plus
+    """Generate and read one batch, `samples` answers per item (more than one needs a
+    sampling `generation`). `generation` holds model.generate's settings plus
     `repetition_stop` (the RepetitionStop window in tokens; absent or null: off)."""
-    generation = dict(generation)
+    check_samples(samples, generation)
+    generation = dict(generation, num_return_sequences=samples)
     window = generation.pop("repetition_stop", None)
     inputs = encode_prompts(processor, items, instructions, system_prompt)
     tok = processor.tokenizer
@@ -263,10 +301,12 @@ def score_items(
                                       [tok.pad_token_id, tok.eos_token_id])  # fmt: skip
     completion_ids = generate(model, processor, inputs, generation, [guard] if guard else ())
     responses = decode(processor, completion_ids)
+    prompt_of = group_rows(len(items), samples).tolist()
     scores = {
         r: read_scores(responses, r, model=model, processor=processor, inputs=inputs,
-                       completion_ids=completion_ids)
+                       completion_ids=completion_ids, prompt_of=prompt_of)
         for r in readouts
     }  # fmt: skip
-    looped = guard.fired.tolist() if guard and guard.fired is not None else [False] * len(items)
-    return ScoredBatch(responses, scores, [read_answer(r).invalid for r in responses], looped)
+    looped = guard.fired.tolist() if guard and guard.fired is not None else [False] * len(responses)
+    return ScoredBatch(responses, scores, [read_answer(r).invalid for r in responses], looped,
+                       samples)  # fmt: skip

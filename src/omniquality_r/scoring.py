@@ -29,7 +29,7 @@ from PIL import Image
 
 from .console import progress as console_progress
 from .data.records import DataError, jsonl_objects, load_image
-from .inference import READOUTS, PromptSpec, score_items
+from .inference import READOUTS, PromptSpec, check_samples, score_items, summarize
 from .models.loading import load_model
 from .prompts import answer_counts, read_answer
 
@@ -51,14 +51,6 @@ def project_defaults(conf_dir: Path = CONF_DIR) -> tuple[dict[str, str], str, di
     system_prompt = OmegaConf.load(conf_dir / "config.yaml").system_prompt
     generation = OmegaConf.to_container(OmegaConf.load(conf_dir / "decoding" / "greedy.yaml"))
     return instructions, system_prompt, generation
-
-
-def summarize(samples: Sequence[float]) -> tuple[float, float]:
-    """Mean and population std of the parsed (finite) sample scores; NaN when none parsed."""
-    ok = [s for s in samples if math.isfinite(s)]
-    if not ok:
-        return math.nan, math.nan
-    return statistics.fmean(ok), statistics.pstdev(ok)
 
 
 def invalid_error(responses: Sequence[str]) -> str:
@@ -177,7 +169,9 @@ class QualityScorer:
     ) -> list:
         """Score each image for `task`: one ScoreResult per image, or per image a dict
         task -> ScoreResult when `task` is a list. `prompts` (one, or one per image) is
-        needed for alignment. Unusable items get `error` set; the rest are still scored."""
+        needed for alignment. Unusable items get `error` set; the rest are still scored.
+        `samples` answers per item (a sampling generation config), `batch_size` items per
+        generation batch (each with its answers: batch_size * samples rows)."""
         if isinstance(images, (str, Path, Image.Image)):
             images = [images]
         images = list(images)
@@ -186,11 +180,7 @@ class QualityScorer:
             prompts = [prompts or ""] * len(images)
         if len(prompts) != len(images):
             raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
-        if samples > 1 and not self.generation.get("do_sample"):
-            raise ValueError("samples > 1 needs sampling: a generation config with do_sample=True "
-                             "(e.g. conf/decoding/sample.yaml)")  # fmt: skip
+        check_samples(samples, self.generation)
         results, jobs = [], []
         for i, (image, prompt) in enumerate(zip(images, prompts)):
             label = str(image) if isinstance(image, (str, Path)) else f"#{i}"
@@ -202,7 +192,7 @@ class QualityScorer:
             for t in tasks:
                 res = row[t] = ScoreResult(label, t, prompt, error=error or self._check(t, prompt))
                 if not res.error:
-                    jobs += [(res, PromptSpec(pil, t, prompt))] * samples
+                    jobs.append((res, PromptSpec(pil, t, prompt)))
             results.append(row[task] if isinstance(task, str) else row)
         starts = range(0, len(jobs), batch_size)
         for start in console_progress(starts, desc="score" if progress else None, unit="batch"):
@@ -210,14 +200,15 @@ class QualityScorer:
             out = score_items(
                 self.model, self.processor, [spec for _, spec in batch],
                 instructions=self.instructions, system_prompt=self.system_prompt,
-                generation=self.generation, readouts=(self.readout,),
+                generation=self.generation, readouts=(self.readout,), samples=samples,
             )  # fmt: skip
             for i, (res, _) in enumerate(batch):
-                res.responses.append(out.responses[i])
-                res.samples.append(out.scores[self.readout][i])
-                res.invalid.append(out.invalid[i])
-                res.looped.append(out.looped[i])
-        for res, _ in jobs[::samples]:
+                rows = out.answers_of(i)
+                res.responses += out.responses[rows]
+                res.samples += out.scores[self.readout][rows]
+                res.invalid += out.invalid[rows]
+                res.looped += out.looped[rows]
+        for res, _ in jobs:
             res.score, res.std = summarize(res.samples)
             if not math.isfinite(res.score):
                 res.error = invalid_error(res.responses)

@@ -67,6 +67,16 @@ def test_pipeline_runs_every_step_then_skips_them(tmp_path):
     trained = OmegaConf.load(variant / "grpo_stage1" / "pipeline_config.yaml")
     assert trained.reward.name == "laplace"
 
+    # a read-out variant (2 sampled answers per record) reruns the evals only
+    sampled = tmp_path / "sampled"
+    rerun = run_app(*small, "stage.eval.samples=2", "stage.eval.sampling.max_new_tokens=8",
+                    f"stage.reuse_from={run}", f"hydra.run.dir={sampled}")  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "eval_untrained, cot, sft, grpo_stage1, grpo_stage2" in rerun.stderr + rerun.stdout
+    again = json.loads((sampled / "summary.json").read_text())
+    assert again["grpo_stage2"] == summary["grpo_stage2"]
+    assert "result" in again["eval_grpo_stage2"] and (sampled / "eval_sft" / "done.json").is_file()
+
 
 @pytest.mark.parametrize("override", ["algo.lr=1e-5", "algo=dapo", "+algo.extra=1"])
 def test_pipeline_refuses_top_level_algo_overrides(override):

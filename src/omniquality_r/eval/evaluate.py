@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..console import progress
 from ..data.records import Record, load_readable
-from ..inference import PromptSpec, score_items
+from ..inference import PromptSpec, ScoredBatch, score_items, summarize
 from .metrics import format_table, grouped_metrics
 from .plots import scatter_plot
 
@@ -33,12 +33,14 @@ def predict(
     system_prompt: str,
     generation: dict,
     readouts: Sequence[str] = ("greedy",),
+    samples: int = 1,
     batch_size: int = 16,
     desc: str | None = "eval",
 ) -> tuple[list[dict], list[str]]:
     """One row per readable record (PREDICTION_COLUMNS + `score_<readout>`), and the
-    messages of records skipped because their image could not be read. `desc` labels the
-    progress bar (None: no bar)."""
+    messages of records skipped because their image could not be read. With `samples` > 1
+    answers per record (a sampling `generation`) a row sums up its answers (item_answers).
+    `desc` labels the progress bar (None: no bar)."""
     rows, skipped = [], []
     was_training = model.training
     model.eval()
@@ -50,16 +52,25 @@ def predict(
         items = [PromptSpec(im, r.task, r.prompt) for r, im in zip(batch, images)]
         out = score_items(
             model, processor, items, instructions=instructions, system_prompt=system_prompt,
-            generation=generation, readouts=readouts,
+            generation=generation, readouts=readouts, samples=samples,
         )  # fmt: skip
-        for i, rec in enumerate(batch):
-            row = {"id": rec.id, "task": rec.task, "dataset": rec.dataset, "prompt": rec.prompt,
-                   "mos": rec.mos, "response": out.responses[i], "invalid": out.invalid[i],
-                   "looped": out.looped[i]}  # fmt: skip
-            row.update({f"score_{r}": out.scores[r][i] for r in readouts})
-            rows.append(row)
+        rows += [{"id": rec.id, "task": rec.task, "dataset": rec.dataset, "prompt": rec.prompt,
+                  "mos": rec.mos, **item_answers(out, i, readouts)}
+                 for i, rec in enumerate(batch)]  # fmt: skip
     model.train(was_training)
     return rows, skipped
+
+
+def item_answers(out: ScoredBatch, item: int, readouts: Sequence[str]) -> dict:
+    """Item `item`'s prediction columns from its answers: the first answer's response; valid
+    when any answer is (else the first answer's reason); looped when any answer looped; per
+    read-out the mean score of the valid answers (inference.summarize)."""
+    answers = out.answers_of(item)
+    invalid = out.invalid[answers]
+    return {"response": out.responses[answers][0],
+            "invalid": "" if "" in invalid else invalid[0],
+            "looped": any(out.looped[answers]),
+            **{f"score_{r}": summarize(out.scores[r][answers])[0] for r in readouts}}  # fmt: skip
 
 
 def metric_rows(rows: Sequence[dict], readout: str) -> list[dict]:

@@ -94,6 +94,13 @@ def instructions_of(cfg: DictConfig) -> dict[str, str]:
     return {name: task.instruction for name, task in cfg.task.items()}
 
 
+def answer_generation(cfg: DictConfig) -> dict:
+    """Generation settings of a stage that answers (eval, score, select): `decoding` for one
+    answer per image, `stage.sampling` for stage.samples > 1 (inference.score_items)."""
+    node = cfg.stage.sampling if cfg.stage.samples > 1 else cfg.decoding
+    return OmegaConf.to_container(node, resolve=True)
+
+
 def data_splits(cfg: DictConfig, data: DictConfig | None = None):
     """Train/val/test of the selected tasks from a `data` node (default cfg.data)."""
     data = cfg.data if data is None else data

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..data.records import from_row
 from ..eval.evaluate import flat_metrics, predict, print_tables, write_report
 from .common import (
+    answer_generation,
     configured_model,
     data_splits,
     instructions_of,
@@ -23,16 +24,17 @@ log = logging.getLogger(__name__)
 
 def evaluate_split(cfg: DictConfig, model, processor, data: DictConfig, out: Path) -> dict:
     """Scores of `model` on `data`'s stage.split (stage.max_per_task records per task at
-    most): predictions.csv, metrics.json and scatter.png in `out`; the metric rows per
-    read-out (eval/evaluate.write_report)."""
+    most; stage.samples answers per record, their mean the score): predictions.csv,
+    metrics.json and scatter.png in `out`; the metric rows per read-out
+    (eval/evaluate.write_report)."""
     records = [from_row(r) for r in data_splits(cfg, data)[cfg.stage.split]]
     records = sample_per_task(records, cfg.stage.max_per_task)
     readouts = list(cfg.stage.readouts)
     rows, skipped = predict(
         model, processor, records,
         instructions=instructions_of(cfg), system_prompt=cfg.system_prompt,
-        generation=OmegaConf.to_container(cfg.decoding, resolve=True),
-        readouts=readouts, batch_size=cfg.stage.batch_size,
+        generation=answer_generation(cfg), readouts=readouts, samples=cfg.stage.samples,
+        batch_size=cfg.stage.batch_size,
     )  # fmt: skip
     if skipped:
         log.warning("%d records skipped (unreadable images); see %s", len(skipped),

@@ -48,16 +48,21 @@ DONE = "done.json"
 STEP_CONFIG = "pipeline_config.yaml"  # the pipeline config a finished step ran under
 # the steps that train a checkpoint (those the others start from): sft, grpo_stage1, grpo_stage2
 TRAINED_STEPS = tuple(dict.fromkeys(start for *_, start in PIPELINE if start))
-# The first step that reads each config key (longest prefix wins). A key that differs from a
-# base run's (stage.reuse_from) invalidates that step and every later one; a key not listed
-# here invalidates every step. Keys that never change a result are not compared at all.
-FIRST_READER = {
-    "stage.eval_untrained": "eval_untrained",
-    "teacher": "cot", "stage.cot": "cot",
-    "stage.sft": "sft",
-    "stage.eval": "eval_sft",
-    "reward": "grpo_stage1", "stage.grpo1": "grpo_stage1", "stage.algo1": "grpo_stage1",
-    "stage.grpo2": "grpo_stage2", "stage.algo2": "grpo_stage2",
+# The step whose output each step builds on (its checkpoint, or the cot data for sft); every
+# step builds on pretrain at last. A step is reusable when the one it builds on is.
+BUILDS_ON = {"eval_untrained": "pretrain", "cot": "pretrain", "sft": "cot",
+             **{name: start for name, *_, start in PIPELINE if start}}  # fmt: skip
+EVAL_STEPS = tuple(name for name, key, *_ in PIPELINE if key == "eval")
+# The steps that read each config key (longest prefix wins). A key that differs from a base
+# run's (stage.reuse_from) invalidates those steps and every step built on them; a key not
+# listed here invalidates every step. Keys that never change a result are not compared at all.
+READERS = {
+    "stage.eval_untrained": ("eval_untrained",),
+    "teacher": ("cot",), "stage.cot": ("cot",),
+    "stage.sft": ("sft",),
+    "stage.eval": EVAL_STEPS,
+    "reward": ("grpo_stage1",), "stage.grpo1": ("grpo_stage1",), "stage.algo1": ("grpo_stage1",),
+    "stage.grpo2": ("grpo_stage2",), "stage.algo2": ("grpo_stage2",),
 }  # fmt: skip
 NOT_COMPARED = ("paths", "run", "logger", "debug", "stage.run_dir", "stage.redo",
                 "stage.reuse_from")  # fmt: skip
@@ -120,43 +125,54 @@ def _compared(cfg: DictConfig) -> dict[str, object]:
             if not any(k == n or k.startswith(n + ".") for n in NOT_COMPARED)}  # fmt: skip
 
 
-def _first_reader(key: str) -> str:
-    owners = [p for p in FIRST_READER if key == p or key.startswith(p + ".")]
-    return FIRST_READER[max(owners, key=len)] if owners else PIPELINE[0][0]
+def _readers(key: str) -> tuple[str, ...]:
+    owners = [p for p in READERS if key == p or key.startswith(p + ".")]
+    return READERS[max(owners, key=len)] if owners else (PIPELINE[0][0],)
+
+
+def _builds_on(name: str, steps: set[str]) -> bool:
+    """The step `name` builds on (BUILDS_ON) is one of `steps`, or it builds on none."""
+    return BUILDS_ON.get(name) in steps | {None}
 
 
 def reusable_steps(base_config: dict[str, object], config: dict[str, object]) -> tuple[str, ...]:
-    """The leading pipeline steps whose inputs are equal in both (flattened, compared) configs:
-    every step before the first one that reads a key whose value differs."""
+    """The pipeline steps whose inputs are equal in both (flattened, compared) configs: no
+    differing key is read by the step (READERS) or by a step it builds on (BUILDS_ON)."""
     differing = {k for k in base_config.keys() | config.keys()
                  if base_config.get(k, "<unset>") != config.get(k, "<unset>")}  # fmt: skip
-    order = [name for name, *_ in PIPELINE]
-    first = min((order.index(_first_reader(k)) for k in differing), default=len(order))
-    return tuple(order[:first])
+    changed = {step for k in differing for step in _readers(k)}
+    reusable: set[str] = set()
+    for name, *_ in PIPELINE:
+        if name not in changed and _builds_on(name, reusable):
+            reusable.add(name)
+    return tuple(name for name, *_ in PIPELINE if name in reusable)
 
 
 def reuse_base_steps(cfg: DictConfig, run: Path, base: Path) -> list[str]:
-    """Copy into `run` each leading step of the finished pipeline run `base` whose inputs are
-    unchanged (reusable_steps, against the config that step ran under); returns the names of
-    the steps copied.
+    """Copy into `run` each step of the finished pipeline run `base` whose inputs are
+    unchanged (reusable_steps, against the config that step ran under) and whose BUILDS_ON
+    step is this run's too; returns the names of the steps copied.
     The copies make `run` self-contained, and the loop then skips them as done."""
     if not base.is_dir():
         raise ConfigError(f"stage.reuse_from={base}: no such run folder")
     config = _compared(cfg)
-    reused = []
-    for name, *_ in pipeline_steps(cfg):
+    steps = [name for name, *_ in pipeline_steps(cfg)]
+    reused, present = [], {name for name, *_ in PIPELINE} - set(steps)  # e.g. no pretrain
+    for name in steps:
         source = base / name
         if (run / name / DONE).is_file():  # this run's own finished step (a resume)
+            present.add(name)
             continue
         if not (source / DONE).is_file() or not (source / STEP_CONFIG).is_file():
-            break
+            continue
         base_config = _compared(OmegaConf.load(source / STEP_CONFIG))
-        if name not in reusable_steps(base_config, config):
-            break
+        if name not in reusable_steps(base_config, config) or not _builds_on(name, present):
+            continue
         if (run / name).exists():  # an unfinished step of this run: the base's replaces it
             shutil.rmtree(run / name)
         shutil.copytree(source, run / name, ignore=shutil.ignore_patterns("*.ckpt"))
         reused.append(name)
+        present.add(name)
     log.info("pipeline: reused from %s: %s", base, ", ".join(reused) or "no step")
     return reused
 

@@ -16,6 +16,7 @@ from ..scoring import (
     write_scores_csv,
 )
 from .common import (
+    answer_generation,
     configured_model,
     instructions_of,
     output_dir,
@@ -25,11 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def scorer_of(cfg: DictConfig) -> QualityScorer:
-    """A scorer over `stage.checkpoint` (or the configured model), prompts and decoding."""
+    """A scorer over `stage.checkpoint` (or the configured model), prompts and decoding
+    (common.answer_generation)."""
     model, processor = configured_model(cfg, cfg.stage.checkpoint)
     return QualityScorer(model, processor, instructions=instructions_of(cfg),
                          system_prompt=cfg.system_prompt,
-                         generation=OmegaConf.to_container(cfg.decoding, resolve=True),
+                         generation=answer_generation(cfg),
                          readout=cfg.stage.readout)  # fmt: skip
 
 
