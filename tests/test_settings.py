@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from omniquality_r.modules.optim import optimizer_with_schedule
 from omniquality_r.settings import ConfigError, settings_from
@@ -133,6 +134,18 @@ def test_tiny_rl_fresh_annotates_the_main_jobs_share_and_rolls_out_on_all():
     assert src_fresh.n_per_task * train_share > 1.5 * fresh.stage.cot.max_per_task
     assert src_fresh.root != src.root and main.stage.cot.max_per_task is None
     assert fresh.stage.eval.max_per_task is None  # the whole test split
+
+
+def test_tiny_rl_group16_changes_only_the_group_shape_of_tiny_rl_fresh():
+    """experiment=tiny_rl_group16: the authors' G = 16, with the completions per rollout and
+    the optimiser steps of tiny_rl_fresh; nothing else differs."""
+    fresh, g16 = composed(["experiment=tiny_rl_fresh"]), composed(["experiment=tiny_rl_group16"])
+    for algo in ("algo1", "algo2"):
+        a, b = fresh.stage[algo], g16.stage[algo]
+        assert b.group_size == 16 and b.prompts_per_step * 16 == a.prompts_per_step * a.group_size
+        assert b.train_batch_size == a.train_batch_size and b.train_batch_size % 16 == 0
+        b.group_size, b.prompts_per_step = a.group_size, a.prompts_per_step
+    assert OmegaConf.to_container(g16) == OmegaConf.to_container(fresh)
 
 
 @pytest.mark.parametrize("stage", ["eval", "score", "select", "benchmark"])

@@ -50,6 +50,8 @@ SWEEPS = {
                              [(False, False), (False, True), (True, False), (True, True)]),
     "task_ablation": (lambda c: list(c.task), [[t] for t in TASKS] + [TASKS]),
     "seeds": (lambda c: c.seed, [0, 1, 2]),
+    "readout_ablation": (lambda c: (c.stage.eval.samples, c.stage.eval.sampling.temperature),
+                         [(1, 0.7), (8, 0.7)]),
 }  # fmt: skip
 
 
