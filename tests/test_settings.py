@@ -158,3 +158,9 @@ def test_answering_stages_sample_several_answers_with_the_authors_settings(stage
     assert several == {**one, "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20}
     pipeline = composed(["stage.eval.samples=8"]).stage.eval
     assert pipeline.samples == 8 and pipeline.sampling.temperature == 0.7
+    same = composed([f"stage={stage}", "stage.samples=8", "decoding=sample"])
+    assert answer_generation(same) == several
+    ignored = composed([f"stage={stage}", "stage.samples=8", "decoding=sample",
+                        "decoding.temperature=1.0"])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"stage\.samples=8 .* stage\.sampling\.<key>"):
+        answer_generation(ignored)

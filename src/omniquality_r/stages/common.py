@@ -27,6 +27,7 @@ from ..models.loading import (
 )
 from ..perception.build import ensure_perception
 from ..precision import describe_device, resolve_precision, uses_cuda
+from ..settings import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,19 @@ def instructions_of(cfg: DictConfig) -> dict[str, str]:
 
 def answer_generation(cfg: DictConfig) -> dict:
     """Generation settings of a stage that answers (eval, score, select): `decoding` for one
-    answer per image, `stage.sampling` for stage.samples > 1 (inference.score_items)."""
-    node = cfg.stage.sampling if cfg.stage.samples > 1 else cfg.decoding
-    return OmegaConf.to_container(node, resolve=True)
+    answer per image, `stage.sampling` for stage.samples > 1 (inference.score_items). A
+    sampling `decoding` that differs from `stage.sampling` is refused with several answers:
+    it would be silently ignored."""
+    decoding = OmegaConf.to_container(cfg.decoding, resolve=True)
+    if cfg.stage.samples == 1:
+        return decoding
+    sampling = OmegaConf.to_container(cfg.stage.sampling, resolve=True)
+    if decoding.get("do_sample") and decoding != sampling:
+        raise ConfigError(
+            f"stage.samples={cfg.stage.samples} draws its answers with stage.sampling "
+            f"({sampling}), not with the sampling `decoding` ({decoding}); set "
+            "stage.sampling.<key> instead of decoding.<key>")
+    return sampling
 
 
 def data_splits(cfg: DictConfig, data: DictConfig | None = None):
