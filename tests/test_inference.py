@@ -28,6 +28,13 @@ def _items():
     return [PromptSpec(image, "technical"), PromptSpec(image, "alignment", "a red circle")]
 
 
+def _completion_rows(tok, texts: list[str]) -> list[list[int]]:
+    """Each text's token ids and eos, right-padded with pad to one width (generate's shape)."""
+    rows = [[*tok(t).input_ids, tok.eos_token_id] for t in texts]
+    width = max(map(len, rows))
+    return [r + [tok.pad_token_id] * (width - len(r)) for r in rows]
+
+
 def test_completion_mask_stops_after_first_eos():
     ids = torch.tensor([[5, 6, 9, 0, 0], [5, 9, 7, 9, 0], [1, 2, 3, 4, 5]])
     assert completion_mask(ids, eos_token_id=9).tolist() == [
@@ -62,9 +69,8 @@ def test_expectation_readout_weights_digit_probabilities(tiny_model):
     tok = processor.tokenizer
     inputs = encode_prompts(processor, _items(), INSTRUCTIONS, "SYS")
     texts = ["<think>x</think><answer>3.47</answer>", "<think>x</think><answer>oops</answer>"]
-    rows = [[*tok(t).input_ids, tok.eos_token_id] for t in texts]
-    width = max(map(len, rows))
-    completion = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    rows = _completion_rows(tok, texts)
+    completion = torch.tensor(rows)
     scores = read_scores(texts, "expectation", model=model, processor=processor, inputs=inputs,
                          completion_ids=completion)  # fmt: skip
     # Peer computation on the first row: plain forward passes (no shared prefix) of the prompt,
@@ -112,9 +118,7 @@ def test_expectation_of_several_answers_per_prompt_reads_each_answers_prompt(tin
     tok = processor.tokenizer
     inputs = encode_prompts(processor, _items(), INSTRUCTIONS, "SYS")
     texts = ["<think>x</think><answer>3.47</answer>", "<think>yy</think><answer>1.20</answer>"]
-    rows = [[*tok(t).input_ids, tok.eos_token_id] for t in texts]
-    width = max(map(len, rows))
-    padded = [r + [tok.pad_token_id] * (width - len(r)) for r in rows]
+    padded = _completion_rows(tok, texts)
 
     def expectation(answers: list[int], prompt_of=None) -> list[float]:
         return read_scores([texts[a] for a in answers], "expectation", model=model,

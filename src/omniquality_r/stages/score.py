@@ -28,10 +28,10 @@ log = logging.getLogger(__name__)
 def scorer_of(cfg: DictConfig) -> QualityScorer:
     """A scorer over `stage.checkpoint` (or the configured model), prompts and decoding
     (common.answer_generation)."""
+    generation = answer_generation(cfg)  # a wrong setting fails before the model loads
     model, processor = configured_model(cfg, cfg.stage.checkpoint)
     return QualityScorer(model, processor, instructions=instructions_of(cfg),
-                         system_prompt=cfg.system_prompt,
-                         generation=answer_generation(cfg),
+                         system_prompt=cfg.system_prompt, generation=generation,
                          readout=cfg.stage.readout)  # fmt: skip
 
 
