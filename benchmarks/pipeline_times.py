@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from omniquality_r.inference import READOUTS  # noqa: E402
 
 
 def run_main_job(cache: Path, run_dir: Path) -> float:
@@ -47,9 +50,9 @@ def throughput(name: str, step: dict) -> str:
     if name == "cot":
         return f"{result['records'] / wall:.1f} records/s" if "records" in result else ""
     if name.startswith("eval"):
-        rows = [r for r in result.get("greedy", []) if r["dataset"] == "all"]
-        n = sum(r["n"] for r in rows)
-        readouts = " + ".join(k for k in ("greedy", "expectation") if result.get(k))
+        readouts = [k for k in READOUTS if result.get(k)]
+        n = sum(r["n"] for r in result[readouts[0]] if r["dataset"] == "all")
+        readouts = " + ".join(readouts)
         return f"{n / wall:.2f} records/s ({n} records, {readouts})"
     return ""
 
