@@ -164,3 +164,21 @@ def test_answering_stages_sample_several_answers_with_the_authors_settings(stage
                         "decoding.temperature=1.0"])  # fmt: skip
     with pytest.raises(ConfigError, match=r"stage\.samples=8 .* stage\.sampling\.<key>"):
         answer_generation(ignored)
+
+
+@pytest.mark.parametrize("stage", ["eval", "score", "benchmark"])
+def test_answering_stages_refuse_an_ignored_decoding_before_they_load_a_model(stage, tmp_path):
+    """The checkpoint does not exist, so a stage that loaded the model first would fail on it;
+    the generation settings are checked before, and their error names the key to set."""
+    from omniquality_r.stages.benchmark import benchmark_stage
+    from omniquality_r.stages.eval import eval_stage
+    from omniquality_r.stages.score import scorer_of
+
+    missing = tmp_path / "no_checkpoint"
+    overrides = [f"stage={stage}", "stage.samples=8", "decoding=sample", "decoding.top_k=5",
+                 f"paths.output_dir={tmp_path / 'out'}", f"init_from={missing}"]
+    if stage == "benchmark":
+        overrides.append(f"stage.run_dir={missing}")
+    run = {"eval": eval_stage, "score": scorer_of, "benchmark": benchmark_stage}[stage]
+    with pytest.raises(ConfigError, match=r"stage\.sampling\.<key>"):
+        run(composed(overrides))

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from ..eval.evaluate import json_safe
 from ..eval.metrics import POOLED
 from ..settings import ConfigError
-from .common import CHECKPOINT, configured_model, log_metrics, output_dir
+from .common import CHECKPOINT, answer_generation, configured_model, log_metrics, output_dir
 from .eval import evaluate_split
 from .pipeline import TRAINED_STEPS
 
@@ -103,12 +103,14 @@ def benchmark_stage(cfg: DictConfig) -> dict:
         raise ConfigError("stage.datasets is empty: add one, e.g. +data@stage.datasets.koniq="
                           "koniq stage.datasets.koniq.root=/data/koniq")  # fmt: skip
     out = output_dir(cfg)
+    generation = answer_generation(cfg)
     rows: list[dict] = []
     for label, path in benchmark_checkpoints(cfg.stage).items():
         model, processor = configured_model(cfg, path=path)
         for data, node in cfg.stage.datasets.items():
             log.info("benchmark: %s on %s (%s split)", label, data, cfg.stage.split)
-            metrics = evaluate_split(cfg, model, processor, node, out / label / str(data))
+            metrics = evaluate_split(cfg, model, processor, node, out / label / str(data),
+                                     generation)  # fmt: skip
             rows.extend(benchmark_rows(label, str(data), metrics))
         del model
     table = write_benchmark(rows, out)
