@@ -13,6 +13,7 @@ import pytest
 from omniquality_r.analysis import (
     ablation_table,
     collect_runs,
+    gain_pairs,
     load_predictions,
     load_samples,
     markdown_table,
@@ -203,6 +204,17 @@ def test_paired_gain_is_each_seeds_gain_over_its_own_start():
     assert markdown_table(gain).splitlines()[2] == "| eval_grpo | 0.065 ± 0.021 | 2 |"
     with pytest.raises(ValueError, match=r"no report \['eval_base'\].*'eval_grpo'"):
         paired_gain(runs, ["eval_grpo"], base="eval_base")
+
+
+def test_gain_pairs_match_each_sft_report_with_the_grpo_reports_of_its_data():
+    pipeline = ["eval_untrained", "eval_sft", "eval_grpo_stage2", "eval_grpo_stage1"]
+    assert gain_pairs(pipeline) == {"eval_sft": ["eval_grpo_stage1", "eval_grpo_stage2"]}
+    benchmark = ["sft/synthetic", "grpo_stage2/synthetic", "g8_grpo_stage2/synthetic",
+                 "sft/photos", "grpo_stage2/photos", "model/photos", "sft/only"]
+    assert gain_pairs(benchmark) == {
+        "sft/photos": ["grpo_stage2/photos"],
+        "sft/synthetic": ["g8_grpo_stage2/synthetic", "grpo_stage2/synthetic"]}
+    assert gain_pairs([".", "eval_grpo_stage1"]) == {}
 
 
 @pytest.mark.slow

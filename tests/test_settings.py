@@ -182,3 +182,16 @@ def test_answering_stages_refuse_an_ignored_decoding_before_they_load_a_model(st
     run = {"eval": eval_stage, "score": scorer_of, "benchmark": benchmark_stage}[stage]
     with pytest.raises(ConfigError, match=r"stage\.sampling\.<key>"):
         run(composed(overrides))
+
+
+def test_heldout_synthetic_scores_a_set_drawn_from_another_generator_seed():
+    """experiment=heldout_synthetic: every record of a second synthetic set, drawn with a
+    generator seed no training set uses, in its own cache folder."""
+    cfg = composed(["experiment=heldout_synthetic"])
+    node = cfg.stage.datasets.synthetic
+    trained = [composed(o).data.sources.synthetic for o in ([], ["experiment=tiny_rl_fresh"])]
+    source = node.sources.synthetic
+    assert cfg.stage.name == "benchmark" and list(cfg.stage.readouts) == ["greedy"]
+    assert all(source.seed != t.seed and source.root != t.root for t in trained)
+    assert source.image_size == trained[0].image_size and source.n_per_task == 1000
+    assert (node.split.val, node.split.test) == (0, 1)

@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -129,6 +129,18 @@ def paired_gain(df: pd.DataFrame, reports: Sequence[str], base: str = "eval_sft"
     rows[metrics] = rows[metrics].to_numpy() - start.loc[rows.path, metrics].to_numpy()
     by = variant_columns(rows) if by is None else list(by)
     return ablation_table(rows, by=by if "report" in by else [*by, "report"])
+
+
+def gain_pairs(reports: Iterable[str]) -> dict[str, list[str]]:
+    """Each SFT report -> the GRPO reports of the same data that start from it, as paired_gain
+    takes them: a pipeline job's eval_sft -> eval_grpo_*; a benchmark job's sft/<data> ->
+    <label>/<data> for each checkpoint label holding "grpo". SFT reports without a GRPO
+    report are left out."""
+    reports = sorted(set(reports))
+    split = {r: r.partition("/")[::2] for r in reports}  # report -> (step or label, data)
+    pairs = {r: [g for g in reports if split[g][1] == data and "grpo" in split[g][0]]
+             for r, (step, data) in split.items() if step.removeprefix("eval_") == "sft"}
+    return {base: later for base, later in pairs.items() if later}
 
 
 def variant_labels(table: pd.DataFrame) -> list[str]:
