@@ -1,0 +1,61 @@
+"""How much of a GRPO-over-SFT gain's seed spread is the eval records' own noise?
+
+    python benchmarks/gain_noise.py multirun/fresh_g16 [--base eval_sft] [--report eval_grpo_stage2]
+
+Per job of a sweep and per task: the greedy SRCC gain of `report` over `base` on the same
+records (predictions.csv of each), and the standard deviation of that gain over bootstrap
+resamples of the records (the same resample for both models). Records that either model
+answered without a score are left out. Where that sd is as large as
+the spread of the gains over seeds, the spread says more about the records than about
+training. Reports of a benchmark job are `<checkpoint>/<data>`, e.g. --base sft/synthetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+
+def paired_bootstrap(mos: np.ndarray, base: np.ndarray, other: np.ndarray, n: int = 1000,
+                     seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """SRCC(other) - SRCC(base) on all records, and its sd over `n` record resamples."""
+    def gain(i):
+        return spearmanr(other[i], mos[i])[0] - spearmanr(base[i], mos[i])[0]
+
+    rng = np.random.default_rng(seed)
+    draws = [gain(rng.integers(0, len(mos), len(mos))) for _ in range(n)]
+    return float(gain(np.arange(len(mos)))), float(np.nanstd(draws))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path)
+    parser.add_argument("--base", default="eval_sft")
+    parser.add_argument("--report", default="eval_grpo_stage2")
+    parser.add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args()
+    depth = len(Path(args.base).parts)  # predictions.csv -> report folder -> job folder
+    jobs = sorted(p.parents[depth] for p in args.sweep.glob(f"*/{args.base}/predictions.csv"))
+    print(f"| job | task | records | gain of {args.report} | bootstrap sd |")
+    print("|---|---|---|---|---|")
+    gains: dict[str, list[float]] = {}
+    for job in jobs:
+        base = pd.read_csv(job / args.base / "predictions.csv").set_index("id")
+        other = pd.read_csv(job / args.report / "predictions.csv").set_index("id")
+        base["other"] = other.loc[base.index, "score_greedy"]
+        for task, rows in base.dropna(subset=["score_greedy", "other"]).groupby("task"):
+            gain, sd = paired_bootstrap(rows.mos.to_numpy(), rows.score_greedy.to_numpy(),
+                                        rows.other.to_numpy(), n=args.resamples)  # fmt: skip
+            gains.setdefault(task, []).append(gain)
+            print(f"| {job.name} | {task} | {len(rows)} | {gain:+.3f} | {sd:.3f} |")
+    for task, values in gains.items():
+        print(f"{task}: gain {np.mean(values):+.3f} ± {np.std(values, ddof=1):.3f} over "
+              f"{len(values)} jobs")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
