@@ -7,7 +7,8 @@ records (predictions.csv of each), and the standard deviation of that gain over 
 resamples of the records (the same resample for both models). Records that either model
 answered without a score are left out. Where that sd is as large as
 the spread of the gains over seeds, the spread says more about the records than about
-training. Reports of a benchmark job are `<checkpoint>/<data>`, e.g. --base sft/synthetic.
+training. "scores changed" is the share of records whose greedy score differs between the
+two models. Reports of a benchmark job are `<checkpoint>/<data>`, e.g. --base sft/synthetic.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def main() -> None:
     args = parser.parse_args()
     depth = len(Path(args.base).parts)  # predictions.csv -> report folder -> job folder
     jobs = sorted(p.parents[depth] for p in args.sweep.glob(f"*/{args.base}/predictions.csv"))
-    print(f"| job | task | records | gain of {args.report} | bootstrap sd |")
-    print("|---|---|---|---|---|")
+    print(f"| job | task | records | gain of {args.report} | bootstrap sd | scores changed |")
+    print("|---|---|---|---|---|---|")
     gains: dict[str, list[float]] = {}
     for job in jobs:
         base = pd.read_csv(job / args.base / "predictions.csv").set_index("id")
@@ -51,7 +52,8 @@ def main() -> None:
             gain, sd = paired_bootstrap(rows.mos.to_numpy(), rows.score_greedy.to_numpy(),
                                         rows.other.to_numpy(), n=args.resamples)  # fmt: skip
             gains.setdefault(task, []).append(gain)
-            print(f"| {job.name} | {task} | {len(rows)} | {gain:+.3f} | {sd:.3f} |")
+            changed = (rows.score_greedy != rows.other).mean()
+            print(f"| {job.name} | {task} | {len(rows)} | {gain:+.3f} | {sd:.3f} | {changed:.0%} |")
     for task, values in gains.items():
         print(f"{task}: gain {np.mean(values):+.3f} ± {np.std(values, ddof=1):.3f} over "
               f"{len(values)} jobs")  # fmt: skip
