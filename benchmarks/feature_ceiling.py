@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def srcc(pred: np.ndarray, mos: np.ndarray) -> float:
     return float(spearmanr(pred, mos)[0])
 
 
-def ridge_probe(x: dict, y: dict) -> callable:
+def ridge_probe(x: dict, y: dict) -> Callable:
     """Ridge on standardised features; the L2 weight of best val SRCC. Returns predict(x)."""
     mean, std = x["train"].mean(0), x["train"].std(0) + 1e-6
     z = {k: (v - mean) / std for k, v in x.items()}
@@ -80,7 +81,7 @@ def ridge_probe(x: dict, y: dict) -> callable:
     return lambda v: np.c_[(v - mean) / std, np.ones(len(v))] @ w
 
 
-def mlp_probe(x: dict, y: dict, epochs: int = 400, seed: int = 0) -> callable:
+def mlp_probe(x: dict, y: dict, epochs: int = 400, seed: int = 0) -> Callable:
     """One hidden layer of 256 (GELU, dropout 0.2), AdamW lr 1e-3, weight decay 1e-2, full
     batch; the weights of the epoch of best val SRCC. Returns predict(x)."""
     torch.manual_seed(seed)
