@@ -195,3 +195,11 @@ def test_heldout_synthetic_scores_a_set_drawn_from_another_generator_seed():
     assert all(source.seed != t.seed and source.root != t.root for t in trained)
     assert source.image_size == trained[0].image_size and source.n_per_task == 1000
     assert (node.split.val, node.split.test) == (0, 1)
+
+
+def test_tiny_rl_fresh_long_doubles_only_the_stage1_rollouts():
+    fresh = composed(["experiment=tiny_rl_fresh"])
+    long = composed(["experiment=tiny_rl_fresh_long"])
+    assert long.stage.grpo1.max_rollouts == 2 * fresh.stage.grpo1.max_rollouts == 120
+    long.stage.grpo1.max_rollouts = fresh.stage.grpo1.max_rollouts
+    assert OmegaConf.to_container(long) == OmegaConf.to_container(fresh)
