@@ -29,13 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
-from PIL import Image
 from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from omniquality_r.data.records import from_row  # noqa: E402
+from omniquality_r.data.records import from_row, load_image  # noqa: E402
 from omniquality_r.models.loading import load_model  # noqa: E402
 from omniquality_r.models.shared_prefix import image_features  # noqa: E402
 from omniquality_r.stages.common import data_splits  # noqa: E402
@@ -54,7 +53,7 @@ def features_of(model, processor, records, batch: int = 32) -> np.ndarray:
     """(records, tokens x features) flattened merged vision tokens."""
     out = []
     for i in range(0, len(records), batch):
-        images = [Image.open(r.image).convert("RGB") for r in records[i : i + batch]]
+        images = [load_image(r.image) for r in records[i : i + batch]]
         inputs = processor.image_processor(images=images, return_tensors="pt")
         out += [f.float().flatten().numpy() for f in image_features(model, dict(inputs))]
     return np.stack(out)
