@@ -50,10 +50,9 @@ def throughput(name: str, step: dict) -> str:
     if name == "cot":
         return f"{result['records'] / wall:.1f} records/s" if "records" in result else ""
     if name.startswith("eval"):
-        readouts = [k for k in READOUTS if result.get(k)]
-        n = sum(r["n"] for r in result[readouts[0]] if r["dataset"] == "all")
-        readouts = " + ".join(readouts)
-        return f"{n / wall:.2f} records/s ({n} records, {readouts})"
+        ran = [k for k in READOUTS if result.get(k)]
+        n = sum(r["n"] for r in result[ran[0]] if r["dataset"] == "all")
+        return f"{n / wall:.2f} records/s ({n} records, {' + '.join(ran)})"
     return ""
 
 
