@@ -197,9 +197,10 @@ def test_heldout_synthetic_scores_a_set_drawn_from_another_generator_seed():
     assert (node.split.val, node.split.test) == (0, 1)
 
 
-def test_tiny_rl_fresh_long_doubles_only_the_stage1_rollouts():
-    fresh = composed(["experiment=tiny_rl_fresh"])
-    long = composed(["experiment=tiny_rl_fresh_long"])
-    assert long.stage.grpo1.max_rollouts == 2 * fresh.stage.grpo1.max_rollouts == 120
-    long.stage.grpo1.max_rollouts = fresh.stage.grpo1.max_rollouts
-    assert OmegaConf.to_container(long) == OmegaConf.to_container(fresh)
+@pytest.mark.parametrize("base", ["tiny_rl_fresh", "tiny_rl_group16"])
+def test_long_experiments_double_only_the_stage1_rollouts(base):
+    short = composed([f"experiment={base}"])
+    long = composed([f"experiment={base}_long"])
+    assert long.stage.grpo1.max_rollouts == 2 * short.stage.grpo1.max_rollouts == 120
+    long.stage.grpo1.max_rollouts = short.stage.grpo1.max_rollouts
+    assert OmegaConf.to_container(long) == OmegaConf.to_container(short)
