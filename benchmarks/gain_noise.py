@@ -17,8 +17,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy.stats import spearmanr
+
+from omniquality_r.analysis import load_predictions
 
 
 def paired_bootstrap(mos: np.ndarray, base: np.ndarray, other: np.ndarray, n: int = 1000,
@@ -45,8 +46,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     gains: dict[str, list[float]] = {}
     for job in jobs:
-        base = pd.read_csv(job / args.base / "predictions.csv").set_index("id")
-        other = pd.read_csv(job / args.report / "predictions.csv").set_index("id")
+        base = load_predictions(job, args.base).set_index("id")
+        other = load_predictions(job, args.report).set_index("id")
         base["other"] = other.loc[base.index, "score_greedy"]
         for task, rows in base.dropna(subset=["score_greedy", "other"]).groupby("task"):
             gain, sd = paired_bootstrap(rows.mos.to_numpy(), rows.score_greedy.to_numpy(),

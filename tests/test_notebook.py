@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from omniquality_r.analysis import (
     ablation_table,
@@ -204,6 +205,34 @@ def test_paired_gain_is_each_seeds_gain_over_its_own_start():
     assert markdown_table(gain).splitlines()[2] == "| eval_grpo | 0.065 ± 0.021 | 2 |"
     with pytest.raises(ValueError, match=r"no report \['eval_base'\].*'eval_grpo'"):
         paired_gain(runs, ["eval_grpo"], base="eval_base")
+
+
+def test_load_predictions_of_a_benchmark_report_joins_the_benchmarked_images(tmp_path):
+    """A benchmark job's `<checkpoint>/<data>` report takes its images from
+    stage.datasets.<data>, not from the training data, although both use the same ids."""
+    for name in ("train", "heldout"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / name / f"{name}.png")
+        rows = [{"id": "x/technical/000000", "image": f"{name}.png", "task": "technical",
+                 "mos": 3.0}]  # fmt: skip
+        (tmp_path / name / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    job = tmp_path / "job"
+    (job / ".hydra").mkdir(parents=True)
+    source = {"loader": "manifest", "path": "{}/records.jsonl"}
+    config = {"data": {"sources": {"x": {**source, "path": "train/records.jsonl"}}},
+              "stage": {"datasets": {"held": {"sources": {
+                  "x": {**source, "path": "heldout/records.jsonl"}}}}}}  # fmt: skip
+    (job / ".hydra" / "config.yaml").write_text(json.dumps(config))
+    (job / ".hydra" / "hydra.yaml").write_text(json.dumps({"hydra": {"runtime": {
+        "cwd": str(tmp_path)}}}))  # fmt: skip
+    for report in ("sft/held", "sft"):
+        (job / report).mkdir(parents=True, exist_ok=True)
+        (job / report / "predictions.csv").write_text(
+            "id,task,mos,score_greedy\nx/technical/000000,technical,3.0,nan\n")
+    held = load_predictions(job, "sft/held")
+    assert held.image.tolist() == [str(tmp_path / "heldout" / "heldout.png")]
+    assert held.score_greedy.isna().all()
+    assert load_predictions(job, "sft").image.tolist() == [str(tmp_path / "train" / "train.png")]
 
 
 def test_gain_pairs_match_each_sft_report_with_the_grpo_reports_of_its_data():

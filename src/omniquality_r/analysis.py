@@ -254,17 +254,21 @@ def _source_records(source: dict, cwd: Path) -> list:
     return read_manifest(options["root"] / "records.jsonl")
 
 
-def image_paths(run: str | Path) -> dict[str, str]:
-    """Record id -> image path for the data sources of a run's config (the run folder's, or
-    for a pipeline step the job folder's above it; relative roots resolve against the folder
-    the run was launched from); sources that fail to load are skipped."""
+def image_paths(run: str | Path, report: str = ".") -> dict[str, str]:
+    """Record id -> image path for the data sources that `report` scored: a benchmark job's
+    `<checkpoint>/<data>` report reads `stage.datasets.<data>`, any other report the run's
+    `data` (the run folder's config, or for a pipeline step the job folder's above it;
+    relative roots resolve against the folder the run was launched from). Sources that fail
+    to load are skipped."""
     run = Path(run).resolve()
     job = next((p for p in (run, *run.parents) if (p / ".hydra" / "config.yaml").is_file()), run)
     hydra_dir = job / ".hydra"
     cfg = OmegaConf.load(hydra_dir / "config.yaml")
     cwd = Path(OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.cwd)
+    datasets = cfg.stage.get("datasets") or {}
+    data = datasets.get(Path(report).name, cfg.data)
     paths = {}
-    for name, source in OmegaConf.to_container(cfg.data.sources, resolve=True).items():
+    for name, source in OmegaConf.to_container(data.sources, resolve=True).items():
         try:
             paths.update({r.id: r.image for r in _source_records(source, cwd)})
         except (DataError, OSError) as e:
@@ -272,8 +276,8 @@ def image_paths(run: str | Path) -> dict[str, str]:
     return paths
 
 
-def _with_images(df: pd.DataFrame, run: str | Path) -> pd.DataFrame:
-    return df.assign(image=df["id"].map(image_paths(run))) if len(df) else df
+def _with_images(df: pd.DataFrame, run: str | Path, report: str = ".") -> pd.DataFrame:
+    return df.assign(image=df["id"].map(image_paths(run, report))) if len(df) else df
 
 
 def load_predictions(run: str | Path, report: str = ".") -> pd.DataFrame:
@@ -281,7 +285,7 @@ def load_predictions(run: str | Path, report: str = ".") -> pd.DataFrame:
     df = pd.read_csv(Path(run) / report / "predictions.csv", keep_default_na=False)
     scores = [c for c in df.columns if c.startswith("score_")]
     df[scores] = df[scores].apply(pd.to_numeric, errors="coerce")  # "nan": no parsed answer
-    return _with_images(df, run)
+    return _with_images(df, run, report)
 
 
 def load_samples(run: str | Path) -> pd.DataFrame:
