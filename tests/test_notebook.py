@@ -219,9 +219,9 @@ def test_load_predictions_of_a_benchmark_report_joins_the_benchmarked_images(tmp
     job = tmp_path / "job"
     (job / ".hydra").mkdir(parents=True)
     source = {"loader": "manifest", "path": "{}/records.jsonl"}
+    held = {**source, "path": "heldout/records.jsonl", "split": "test"}  # one split, whole
     config = {"data": {"sources": {"x": {**source, "path": "train/records.jsonl"}}},
-              "stage": {"datasets": {"held": {"sources": {
-                  "x": {**source, "path": "heldout/records.jsonl"}}}}}}  # fmt: skip
+              "stage": {"datasets": {"held": {"sources": {"x": held}}}}}  # fmt: skip
     (job / ".hydra" / "config.yaml").write_text(json.dumps(config))
     (job / ".hydra" / "hydra.yaml").write_text(json.dumps({"hydra": {"runtime": {
         "cwd": str(tmp_path)}}}))  # fmt: skip

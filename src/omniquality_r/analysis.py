@@ -241,6 +241,7 @@ def _source_records(source: dict, cwd: Path) -> list:
     never generated (an empty list, with a warning, when that cache does not match)."""
     options = dict(source)
     loader = options.pop("loader")
+    options.pop("split", None)  # a whole source assigned to one split (data.build.load_sources)
     for key in {"root", "path"} & set(options):  # a folder, or a manifest file
         options[key] = cwd / options[key]
     if loader != "synthetic":
