@@ -56,8 +56,8 @@ def main() -> None:
             changed = (rows.score_greedy != rows.other).mean()
             print(f"| {job.name} | {task} | {len(rows)} | {gain:+.3f} | {sd:.3f} | {changed:.0%} |")
     for task, values in gains.items():
-        print(f"{task}: gain {np.mean(values):+.3f} ± {np.std(values, ddof=1):.3f} over "
-              f"{len(values)} jobs")  # fmt: skip
+        spread = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+        print(f"{task}: gain {np.mean(values):+.3f}{spread} over {len(values)} jobs")
 
 
 if __name__ == "__main__":
