@@ -218,9 +218,9 @@ def test_load_predictions_of_a_benchmark_report_joins_the_benchmarked_images(tmp
         (tmp_path / name / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     job = tmp_path / "job"
     (job / ".hydra").mkdir(parents=True)
-    source = {"loader": "manifest", "path": "{}/records.jsonl"}
-    held = {**source, "path": "heldout/records.jsonl", "split": "test"}  # one split, whole
-    config = {"data": {"sources": {"x": {**source, "path": "train/records.jsonl"}}},
+    train = {"loader": "manifest", "path": "train/records.jsonl"}
+    held = {"loader": "manifest", "path": "heldout/records.jsonl", "split": "test"}  # all test
+    config = {"data": {"sources": {"x": train}},
               "stage": {"datasets": {"held": {"sources": {"x": held}}}}}  # fmt: skip
     (job / ".hydra" / "config.yaml").write_text(json.dumps(config))
     (job / ".hydra" / "hydra.yaml").write_text(json.dumps({"hydra": {"runtime": {
@@ -229,9 +229,9 @@ def test_load_predictions_of_a_benchmark_report_joins_the_benchmarked_images(tmp
         (job / report).mkdir(parents=True, exist_ok=True)
         (job / report / "predictions.csv").write_text(
             "id,task,mos,score_greedy\nx/technical/000000,technical,3.0,nan\n")
-    held = load_predictions(job, "sft/held")
-    assert held.image.tolist() == [str(tmp_path / "heldout" / "heldout.png")]
-    assert held.score_greedy.isna().all()
+    preds = load_predictions(job, "sft/held")
+    assert preds.image.tolist() == [str(tmp_path / "heldout" / "heldout.png")]
+    assert preds.score_greedy.isna().all()
     assert load_predictions(job, "sft").image.tolist() == [str(tmp_path / "train" / "train.png")]
 
 
