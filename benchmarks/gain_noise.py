@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from omniquality_r.analysis import load_predictions
+from omniquality_r.analysis import find_jobs, load_predictions
 
 
 def paired_bootstrap(mos: np.ndarray, base: np.ndarray, other: np.ndarray, n: int = 1000,
@@ -40,8 +40,7 @@ def main() -> None:
     parser.add_argument("--report", default="eval_grpo_stage2")
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()
-    depth = len(Path(args.base).parts)  # predictions.csv -> report folder -> job folder
-    jobs = sorted(p.parents[depth] for p in args.sweep.glob(f"*/{args.base}/predictions.csv"))
+    jobs = [j for j in find_jobs(args.sweep) if (j / args.base / "predictions.csv").is_file()]
     print(f"| job | task | records | gain of {args.report} | bootstrap sd | scores changed |")
     print("|---|---|---|---|---|---|")
     gains: dict[str, list[float]] = {}

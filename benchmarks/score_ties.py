@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from omniquality_r.analysis import load_predictions
+from omniquality_r.analysis import find_jobs, load_predictions
 
 
 def tie_summary(score: np.ndarray, mos: np.ndarray) -> dict[str, float]:
@@ -42,8 +42,7 @@ def main() -> None:
     parser.add_argument("--report", action="append", help="report folder(s) of each job")
     args = parser.parse_args()
     reports = args.report or ["eval_sft", "eval_grpo_stage2"]
-    jobs = sorted({p.parents[len(Path(reports[0]).parts)]
-                   for p in args.sweep.glob(f"*/{reports[0]}/predictions.csv")})  # fmt: skip
+    jobs = [j for j in find_jobs(args.sweep) if (j / reports[0] / "predictions.csv").is_file()]
     print("| job | report | task | records | SRCC | distinct scores | largest tie (share, "
           "score, MOS mean ± sd) | SRCC, ties broken by MOS |")
     print("|---|---|---|---|---|---|---|---|")
