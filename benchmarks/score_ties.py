@@ -27,11 +27,12 @@ def tie_summary(score: np.ndarray, mos: np.ndarray) -> dict[str, float]:
     """SRCC of `score`, and of `score` with its ties broken by `mos` (lexicographic rank)."""
     score, mos = np.asarray(score, float), np.asarray(mos, float)
     values, counts = np.unique(score, return_counts=True)
-    block = score == values[np.argmax(counts)]
+    top = values[np.argmax(counts)]
+    block = score == top
     ranks = np.empty(len(score))
     ranks[np.lexsort((mos, score))] = np.arange(len(score))
     return {"srcc": float(spearmanr(score, mos)[0]), "distinct": len(values),
-            "block share": float(block.mean()), "block score": float(values[np.argmax(counts)]),
+            "block share": float(block.mean()), "block score": float(top),
             "block mos mean": float(mos[block].mean()), "block mos sd": float(mos[block].std()),
             "srcc ties broken": float(spearmanr(ranks, mos)[0])}  # fmt: skip
 
